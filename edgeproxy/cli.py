@@ -1,0 +1,118 @@
+"""The `edgeproxy` command. Errors carry their exit code and are rendered in one place (`main`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import sys
+from typing import Any
+
+import click
+
+from edgeproxy import __version__
+from edgeproxy.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+class CliError(click.ClickException):
+    """One line to stderr and a non-zero exit."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"edgeproxy: {self.message}", err=True)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # httpx logs every request URL at INFO: URLs may carry credentials, and it is noise at our volume.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise CliError(f"config error: {exc}", exit_code=2) from None
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    default=lambda: os.environ.get("EDGEPROXY_CONFIG", DEFAULT_CONFIG),
+    show_default="config.yaml, or $EDGEPROXY_CONFIG",
+    help="Path to the LiteLLM-style config file.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeproxy", message="%(prog)s %(version)s")
+def cli() -> None:
+    """edgeproxy: one OpenAI-compatible endpoint for Ollama, MLX and cloud LLMs."""
+
+
+@cli.command()
+@config_option
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=4000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes sharing the port.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def run(config_path: str, host: str, port: int, workers: int, log_level: str) -> None:
+    """Serve the proxy until SIGTERM or Ctrl-C (in-flight requests are drained first)."""
+    _setup_logging(log_level)
+    config = load(config_path)
+    if not config.general.master_key:
+        raise CliError(
+            "general_settings.master_key is not set: set it in the config or export LITELLM_MASTER_KEY=sk-...",
+            exit_code=2,
+        )
+    from edgeproxy import server
+
+    if workers == 1:
+        server.run(config, host, port)
+        return
+    if port == 0:
+        raise CliError("--workers needs a fixed --port (the workers share it)", exit_code=2)
+    sys.exit(server.run_workers(config, host, port, workers, log_level))
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved model list as JSON.")
+def config_check(config_path: str, as_json: bool) -> None:
+    """Validate the config and print the resolved model list (secrets masked)."""
+    _setup_logging("warning")
+    config = load(config_path)
+    models = [d.describe() for d in config.deployments]
+    if as_json:
+        click.echo(json.dumps({"config": config.source, "models": models}, indent=2))
+        return
+    click.echo(f"{config.source}: OK, {len(models)} deployments in {len(config.model_groups)} model groups")
+    width = max(len(m["model_name"]) for m in models)
+    for m in models:
+        click.echo(f"  {m['model_name']:<{width}}  {m['model']:<40} {m['api_base']}  key={m['api_key'] or '-'}")
+    if not config.general.master_key:
+        click.echo("warning: no master_key: `edgeproxy run` will refuse to start", err=True)
+
+
+def main() -> None:
+    # PyInstaller: worker processes are started with multiprocessing's spawn; this must run first.
+    multiprocessing.freeze_support()
+    cli(prog_name="edgeproxy")

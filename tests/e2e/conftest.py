@@ -1,0 +1,75 @@
+"""The real server on a real socket, driven by httpx and the openai client, in front of fake upstreams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import trio
+
+from edgeproxy.config import Config, parse_config
+from edgeproxy.server import serve
+from tests.fakes import FakeUpstream, open_fake_upstream
+
+MASTER_KEY = "sk-master-test-0123456789"
+
+
+def make_config(models: list[dict[str, Any]], **sections: dict[str, Any]) -> Config:
+    general = {"master_key": MASTER_KEY, **sections.pop("general_settings", {})}
+    return parse_config({"model_list": models, "general_settings": general, **sections}, env={})
+
+
+def openai_model(name: str, fake: FakeUpstream, **params: Any) -> dict[str, Any]:
+    return {"model_name": name, "litellm_params": {"model": "openai/fake-model", "api_base": fake.openai_base, **params}}
+
+
+def ollama_model(name: str, fake: FakeUpstream, **params: Any) -> dict[str, Any]:
+    return {"model_name": name, "litellm_params": {"model": "ollama/llama3.2:3b", "api_base": fake.url, **params}}
+
+
+def anthropic_model(name: str, fake: FakeUpstream, **params: Any) -> dict[str, Any]:
+    return {
+        "model_name": name,
+        "litellm_params": {
+            "model": "anthropic/claude-sonnet-4-5",
+            "api_base": fake.url,
+            "api_key": "sk-ant-provider-secret",
+            **params,
+        },
+    }
+
+
+@dataclass
+class Proxy:
+    url: str
+    stop: trio.Event
+
+    def client(self, key: str | None = MASTER_KEY, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+        auth = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.AsyncClient(base_url=self.url, headers={**auth, **(headers or {})}, timeout=30)
+
+    def openai(self, key: str = MASTER_KEY) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=30)
+
+
+@asynccontextmanager
+async def running_proxy(config: Config) -> AsyncIterator[Proxy]:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve, config, "127.0.0.1", 0, stop=stop))
+        try:
+            yield Proxy(binds[0], stop)
+        finally:
+            stop.set()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with open_fake_upstream() as upstream:
+        yield upstream
