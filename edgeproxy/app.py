@@ -22,9 +22,7 @@ def gateway() -> Gateway:
 
 
 def error_response(exc: ProxyError) -> Response:
-    response = current_app.response_class(
-        llm.dumps(exc.body()), status=exc.status, content_type="application/json"
-    )
+    response = current_app.response_class(llm.dumps(exc.body()), status=exc.status, content_type="application/json")
     response.headers.update(exc.headers)
     return response
 

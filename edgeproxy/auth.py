@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from edgeproxy.errors import AuthenticationError, PermissionDeniedError
 
@@ -13,8 +13,14 @@ from edgeproxy.errors import AuthenticationError, PermissionDeniedError
 _KEY_HEADERS = ("x-litellm-api-key", "x-api-key", "api-key")
 
 
-def extract_key(headers: Mapping[str, str]) -> str | None:
-    authorization = headers.get("authorization")
+class Headers(Protocol):
+    """Anything with case-insensitive `get` (werkzeug's Headers, httpx's Headers, a lower-cased dict)."""
+
+    def get(self, key: str, /) -> Any: ...
+
+
+def extract_key(headers: Headers) -> str | None:
+    authorization: str | None = headers.get("authorization")
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
@@ -22,9 +28,9 @@ def extract_key(headers: Mapping[str, str]) -> str | None:
         if not value:  # a bare key in Authorization, as some clients send it
             return scheme
     for name in _KEY_HEADERS:
-        value = headers.get(name)
-        if value and value.strip():
-            return value.strip().removeprefix("Bearer ").strip()
+        found: str | None = headers.get(name)
+        if found and found.strip():
+            return found.strip().removeprefix("Bearer ").strip()
     return None
 
 

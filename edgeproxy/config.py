@@ -392,7 +392,9 @@ def _router(raw: Any) -> RouterSettings:
     c = _Checker(raw, "router_settings", known)
     strategy = c.get("routing_strategy", as_str, "simple-shuffle")
     if strategy not in ROUTING_STRATEGIES:
-        raise ConfigError(f"router_settings.routing_strategy: {strategy!r} is not one of {', '.join(ROUTING_STRATEGIES)}")
+        raise ConfigError(
+            f"router_settings.routing_strategy: {strategy!r} is not one of {', '.join(ROUTING_STRATEGIES)}"
+        )
     aliases, hidden = c.get("model_group_alias", _aliases, ({}, frozenset()))
     return RouterSettings(
         routing_strategy=strategy,
@@ -492,7 +494,10 @@ def _check_model_references(config: Config) -> None:
     groups = config.model_groups
     router = config.router
     references: list[tuple[str, str]] = []
-    for source, mapping in (("fallbacks", router.fallbacks), ("context_window_fallbacks", router.context_window_fallbacks)):
+    for source, mapping in (
+        ("fallbacks", router.fallbacks),
+        ("context_window_fallbacks", router.context_window_fallbacks),
+    ):
         for group, targets in mapping.items():
             references.append((f"router_settings.{source}.{group}", group))
             references += [(f"router_settings.{source}.{group}", t) for t in targets]
@@ -523,7 +528,9 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None, source: str | N
     ids = [d.deployment_id for d in deployments]
     for i, d in enumerate(deployments):
         if ids.index(d.deployment_id) != i:
-            raise ConfigError(f"model_list[{i}].model_info.id: {d.deployment_id!r} is already used by another deployment")
+            raise ConfigError(
+                f"model_list[{i}].model_info.id: {d.deployment_id!r} is already used by another deployment"
+            )
     config = Config(
         deployments=deployments,
         router=router,

@@ -6,13 +6,13 @@ No module-level mutable state: handlers reach this object through the Quart app.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
 
-from edgeproxy.auth import MASTER, Principal, extract_key, missing_key_error, same_secret
+from edgeproxy.auth import MASTER, Headers, Principal, extract_key, missing_key_error, same_secret
 from edgeproxy.calls import CallRecord, Calls
 from edgeproxy.config import Config
 from edgeproxy.errors import AuthenticationError, InvalidRequestError
@@ -33,7 +33,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.calls = Calls(self.router, self.upstreams, self.on_call_finished)
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    async def authenticate(self, headers: Headers) -> Principal:
         key = extract_key(headers)
         if key is None:
             raise missing_key_error()
@@ -47,9 +47,7 @@ class Gateway:
         group = self.config.router.model_group_alias.get(requested, requested)
         if not self.router.has_group(group):
             usable = [g for g in self.router.group_names() if principal.may_use(g)]
-            raise InvalidRequestError(
-                f"unknown model {requested!r}; available: {', '.join(usable)}", param="model"
-            )
+            raise InvalidRequestError(f"unknown model {requested!r}; available: {', '.join(usable)}", param="model")
         principal.check_model(group)
         return group
 

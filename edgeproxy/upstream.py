@@ -70,9 +70,7 @@ class Upstreams:
         request = provider.build_request(deployment, call, body, stream=False)
         client = self._client(deployment)
         with _mapped_errors(deployment), trio.fail_after(deployment.timeout_s):
-            response = await client.request(
-                request.method, request.url, headers=request.headers, json=request.json
-            )
+            response = await client.request(request.method, request.url, headers=request.headers, json=request.json)
         _raise_for_status(provider, deployment, response.status_code, response.content, response.headers)
         return provider.parse_response(deployment, call, body, response.content)
 
@@ -81,14 +79,10 @@ class Upstreams:
         provider = get_provider(deployment.provider)
         request = provider.probe_request(deployment)
         with _mapped_errors(deployment):
-            response = await self._client(deployment).request(
-                request.method, request.url, headers=request.headers
-            )
+            response = await self._client(deployment).request(request.method, request.url, headers=request.headers)
         _raise_for_status(provider, deployment, response.status_code, response.content, response.headers)
 
-    async def open_stream(
-        self, deployment: Deployment, call: CallType, body: dict[str, Any]
-    ) -> UpstreamStream:
+    async def open_stream(self, deployment: Deployment, call: CallType, body: dict[str, Any]) -> UpstreamStream:
         """Start a streamed call and wait for its first chunk (within `stream_timeout_s`).
 
         Until this returns, a failure can still be retried elsewhere; afterwards bytes may reach the
@@ -96,7 +90,9 @@ class Upstreams:
         """
         provider = get_provider(deployment.provider)
         request = provider.build_request(deployment, call, body, stream=True)
-        stream = UpstreamStream(self._client(deployment), deployment, provider.stream_translator(deployment, call, body))
+        stream = UpstreamStream(
+            self._client(deployment), deployment, provider.stream_translator(deployment, call, body)
+        )
         try:
             with trio.fail_after(deployment.stream_timeout_s):
                 await stream.start(provider, request)

@@ -21,7 +21,7 @@ def _gateway() -> Gateway:
 async def _handle(call: CallType) -> Response:
     gw = _gateway()
     principal = await gw.authenticate(request.headers)
-    body = parse_json_object(await request.get_data(as_text=False))
+    body = parse_json_object(await request.get_data(as_text=False, parse_form_data=False))
     requested = check_body(call, body)
     group = gw.resolve_model(requested, principal)
     record = gw.calls.new_record(call, principal, group, requested, body)

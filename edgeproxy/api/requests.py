@@ -10,7 +10,7 @@ from edgeproxy.errors import InvalidRequestError
 from edgeproxy.providers.base import CallType
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
+def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequestError("the request body is empty; send a JSON object")
     try:

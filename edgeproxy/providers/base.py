@@ -106,8 +106,7 @@ class Provider(ABC):
         """
 
     @abstractmethod
-    def stream_translator(self, deployment: Deployment, call: CallType, body: dict[str, Any]) -> StreamTranslator:
-        ...
+    def stream_translator(self, deployment: Deployment, call: CallType, body: dict[str, Any]) -> StreamTranslator: ...
 
     @abstractmethod
     def probe_request(self, deployment: Deployment) -> UpstreamRequest:

@@ -26,7 +26,10 @@ def make_config(models: list[dict[str, Any]], **sections: dict[str, Any]) -> Con
 
 
 def openai_model(name: str, fake: FakeUpstream, **params: Any) -> dict[str, Any]:
-    return {"model_name": name, "litellm_params": {"model": "openai/fake-model", "api_base": fake.openai_base, **params}}
+    return {
+        "model_name": name,
+        "litellm_params": {"model": "openai/fake-model", "api_base": fake.openai_base, **params},
+    }
 
 
 def ollama_model(name: str, fake: FakeUpstream, **params: Any) -> dict[str, Any]:

@@ -52,11 +52,11 @@ async def test_auth_errors(fake: FakeUpstream) -> None:
         (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}', "model", "available: m"),
     ],
 )
-async def test_bad_requests_get_400_with_param(fake: FakeUpstream, body: bytes, param: str | None, fragment: str) -> None:
+async def test_bad_requests_get_400_with_param(
+    fake: FakeUpstream, body: bytes, param: str | None, fragment: str
+) -> None:
     async with running_proxy(make_config([openai_model("m", fake)])) as proxy, proxy.client() as client:
-        response = await client.post(
-            "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
-        )
+        response = await client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert fragment in assert_error(response, 400, "invalid_request_error", param)["message"]
     assert fake.requests == []
 

@@ -62,7 +62,18 @@ async def test_sigterm_drains_in_flight_requests(fake: FakeUpstream, tmp_path: P
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "edgeproxy", "run", "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "edgeproxy",
+            "run",
+            "--config",
+            "config.yaml",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )

@@ -59,9 +59,7 @@ async def test_stream_with_include_usage_ends_with_usage_chunk(fake: FakeUpstrea
 async def test_sse_framing_is_exact(fake: FakeUpstream) -> None:
     fake.reply_text = "a b"
     async with running_proxy(make_config([openai_model("mlx", fake)])) as proxy, proxy.client() as client:
-        response = await client.post(
-            "/v1/chat/completions", json={"model": "mlx", "messages": HELLO, "stream": True}
-        )
+        response = await client.post("/v1/chat/completions", json={"model": "mlx", "messages": HELLO, "stream": True})
     assert response.headers["content-type"].startswith("text/event-stream")
     events = response.text.split("\n\n")
     assert events[-1] == "" and events[-2] == "data: [DONE]"
@@ -76,9 +74,7 @@ async def test_ollama_chat_stream_and_embeddings(fake: FakeUpstream) -> None:
     config = make_config([ollama_model("qwen-dell", fake)])
     async with running_proxy(config) as proxy:
         client = proxy.openai()
-        reply = await client.chat.completions.create(
-            model="qwen-dell", messages=HELLO, max_tokens=50, temperature=0.2
-        )
+        reply = await client.chat.completions.create(model="qwen-dell", messages=HELLO, max_tokens=50, temperature=0.2)
         stream = await client.chat.completions.create(
             model="qwen-dell", messages=HELLO, stream=True, stream_options={"include_usage": True}
         )
