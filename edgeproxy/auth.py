@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,7 +55,11 @@ class Principal:
     user_id: str | None = None
     team_id: str | None = None
     user_role: str | None = None
-    models: frozenset[str] = field(default_factory=frozenset)  # empty: every model
+    models: frozenset[str] | None = None  # None: every model
+    # The stored rows behind a virtual key (budgets, limits, metadata); None for the master key.
+    key: Mapping[str, Any] | None = field(default=None, repr=False)
+    user: Mapping[str, Any] | None = field(default=None, repr=False)
+    team: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -65,12 +70,12 @@ class Principal:
         return self.is_admin or self.user_role == "proxy_admin_viewer"
 
     def may_use(self, model_group: str) -> bool:
-        return not self.models or model_group in self.models
+        return self.models is None or model_group in self.models
 
     def check_model(self, model_group: str) -> None:
         if not self.may_use(model_group):
             raise PermissionDeniedError(
-                f"this key may not use model {model_group!r}; allowed: {', '.join(sorted(self.models))}",
+                f"this key may not use model {model_group!r}; allowed: {', '.join(sorted(self.models or ())) or 'none'}",
                 param="model",
             )
 

@@ -79,9 +79,13 @@ def run(config_path: str, host: str, port: int, workers: int, log_level: str) ->
             exit_code=2,
         )
     from edgeproxy import server
+    from edgeproxy.gateway import StartupError
 
     if workers == 1:
-        server.run(config, host, port)
+        try:
+            server.run(config, host, port)
+        except StartupError as error:
+            raise CliError(str(error), exit_code=3) from None
         return
     if port == 0:
         raise CliError("--workers needs a fixed --port (the workers share it)", exit_code=2)

@@ -15,9 +15,20 @@ import trio
 from edgeproxy.auth import MASTER, Headers, Principal, extract_key, missing_key_error, same_secret
 from edgeproxy.calls import CallRecord, Calls
 from edgeproxy.config import Config
-from edgeproxy.errors import AuthenticationError, InvalidRequestError
+from edgeproxy.db import Db
+from edgeproxy.errors import InvalidRequestError, ProxyError
+from edgeproxy.keyauth import KeyAuth
 from edgeproxy.router import Router
 from edgeproxy.upstream import Upstreams
+from storage import Storage, StorageError
+from storage.changes import change_marker
+
+CHANGE_POLL_INTERVAL_S = 1.0
+
+
+class StartupError(Exception):
+    """The proxy cannot start; the message is one line saying why and what to do."""
+
 
 log = logging.getLogger("edgeproxy.gateway")
 
@@ -27,11 +38,23 @@ class Gateway:
     config: Config
     router: Router
     upstreams: Upstreams
+    db: Db
+    keys: KeyAuth = field(init=False)
     calls: Calls = field(init=False)
     started_at: float = field(default_factory=trio.current_time)
 
     def __post_init__(self) -> None:
         self.calls = Calls(self.router, self.upstreams, self.on_call_finished)
+        self.keys = KeyAuth(self.db, self.config.general.key_cache_ttl_s)
+
+    @property
+    def storage(self) -> Storage:
+        return self.db.storage
+
+    @property
+    def known_models(self) -> list[str]:
+        """Model names a key may be limited to: groups and aliases."""
+        return self.router.group_names() + list(self.config.router.model_group_alias)
 
     async def authenticate(self, headers: Headers) -> Principal:
         key = extract_key(headers)
@@ -40,7 +63,7 @@ class Gateway:
         master = self.config.general.master_key
         if master is not None and same_secret(key, master):
             return MASTER
-        raise AuthenticationError("invalid API key")
+        return await self.keys.principal(key)
 
     def resolve_model(self, requested: str, principal: Principal) -> str:
         """The model group a request names, or 400 listing what the caller may use."""
@@ -63,7 +86,31 @@ class Gateway:
 
     async def readiness(self) -> dict[str, object]:
         """Ready means every dependency we were configured with answers."""
-        return {"status": "healthy", "db": "not configured", "cache": "not configured"}
+        try:
+            with trio.fail_after(5):
+                await self.db.run(self.storage.ping)
+            db = "connected"
+        except (ProxyError, trio.TooSlowError):
+            db = "unreachable"
+        return {
+            "status": "healthy" if db == "connected" else "unhealthy",
+            "db": db,
+            "db_backend": self.storage.dialect,
+            "cache": "not configured",
+        }
+
+    async def serve_change_poller(self, interval_s: float = CHANGE_POLL_INTERVAL_S) -> None:
+        """Notice key, user and team changes made by other instances or the CLI within about a second."""
+        marker = None
+        while True:
+            try:
+                current = await self.db.run(change_marker, self.storage._db)
+            except ProxyError:
+                current = marker  # the database is away: keep serving from the cache
+            if marker is not None and current != marker:
+                self.keys.invalidate_all()
+            marker = current
+            await trio.sleep(interval_s)
 
     def on_call_finished(self, record: CallRecord) -> None:
         usage = record.usage
@@ -78,11 +125,27 @@ class Gateway:
         )
 
 
+def open_storage(config: Config) -> Storage:
+    """Connect, check and migrate the database (sync: the CLI calls it directly, the server in a thread)."""
+    storage = Storage.open(config.general.database_url, config.general.database_connection_pool_limit)
+    try:
+        storage.ping()
+        storage.migrate()
+    except StorageError as error:
+        storage.close()
+        raise StartupError(f"database {storage.describe()} is not usable: {error}") from None
+    return storage
+
+
 @asynccontextmanager
 async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
     """Build the gateway inside the trio run; release its connections on exit."""
+    limiter = trio.CapacityLimiter(1)
+    storage = await trio.to_thread.run_sync(open_storage, config, limiter=limiter)
     upstreams = Upstreams(config.deployments)
     try:
-        yield Gateway(config=config, router=Router(config), upstreams=upstreams)
+        db = Db(storage, config.general.database_connection_pool_limit)
+        yield Gateway(config=config, router=Router(config), upstreams=upstreams, db=db)
     finally:
         await upstreams.aclose()
+        await trio.to_thread.run_sync(storage.close, limiter=limiter)

@@ -106,6 +106,7 @@ async def serve(
     async with open_gateway(config) as gw, trio.open_nursery() as nursery:
         app = create_app(gw)
         nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+        nursery.start_soon(gw.serve_change_poller)
         if config.general.background_health_checks:
             nursery.start_soon(
                 partial(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +23,9 @@ MASTER_KEY = "sk-master-test-0123456789"
 
 
 def make_config(models: list[dict[str, Any]], **sections: dict[str, Any]) -> Config:
-    general = {"master_key": MASTER_KEY, **sections.pop("general_settings", {})}
+    """A config for one test; its SQLite database lives in a fresh temporary directory unless given."""
+    database = f"sqlite:///{tempfile.mkdtemp(prefix='edgeproxy-test-')}/edgeproxy.db"
+    general = {"master_key": MASTER_KEY, "database_url": database, **sections.pop("general_settings", {})}
     return parse_config({"model_list": models, "general_settings": general, **sections}, env={})
 
 

@@ -1,0 +1,67 @@
+"""Running the Alembic migrations programmatically, safely from several processes at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, text
+
+from storage.engine import WRITE_OPTION, describe_url
+from storage.errors import StorageError, translating_errors
+
+__all__ = ["MIGRATIONS_DIR", "PG_MIGRATION_LOCK", "current_revision", "head_revision", "migrate"]
+
+# Computed from __file__ rather than read from an alembic.ini so it also resolves inside an installed
+# wheel and a PyInstaller bundle.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Arbitrary constant naming "the edgeproxy schema migration" among PostgreSQL advisory locks ("edge").
+PG_MIGRATION_LOCK = 0x65646765
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the database schema to ``revision`` (the newest by default); a no-op when it is already there.
+
+    Everything happens in one transaction holding an exclusive lock, so several instances starting
+    together migrate once and the others wait, then find nothing to do. On PostgreSQL the lock is
+    pg_advisory_xact_lock (released by commit or rollback, so a crash cannot leave it held on a pooled
+    connection; DDL is transactional there). On SQLite, BEGIN IMMEDIATE takes the database write lock.
+    """
+    database = describe_url(engine.url)
+    with translating_errors(database), engine.connect() as connection:
+        connection.execution_options(**{WRITE_OPTION: True})
+        with connection.begin():
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": PG_MIGRATION_LOCK})
+            try:
+                command.upgrade(_config(connection), revision)
+            except CommandError as error:
+                # Typically a database migrated by a newer edgeproxy than this one.
+                raise StorageError(f"cannot migrate {database}: {error}") from error
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at; None for a database that was never migrated."""
+    with translating_errors(describe_url(engine.url)), engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    if head is None:
+        raise StorageError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    # ConfigParser interpolates '%': escape it in case the install path contains one.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.attributes["connection"] = connection
+    return config
