@@ -60,6 +60,7 @@ class Principal:
     key: Mapping[str, Any] | None = field(default=None, repr=False)
     user: Mapping[str, Any] | None = field(default=None, repr=False)
     team: Mapping[str, Any] | None = field(default=None, repr=False)
+    member: Mapping[str, Any] | None = field(default=None, repr=False)  # the user's team membership
 
     @property
     def is_admin(self) -> bool:
@@ -74,8 +75,9 @@ class Principal:
 
     def check_model(self, model_group: str) -> None:
         if not self.may_use(model_group):
+            allowed = ", ".join(sorted(self.models or ())) or "none"
             raise PermissionDeniedError(
-                f"this key may not use model {model_group!r}; allowed: {', '.join(sorted(self.models or ())) or 'none'}",
+                f"this key may not use model {model_group!r}; allowed: {allowed}",
                 param="model",
             )
 

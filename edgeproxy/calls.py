@@ -57,6 +57,8 @@ class CallRecord:
     attempted_retries: int = 0
     attempted_fallbacks: int = 0
     cost: float = 0.0
+    reservation: Any = None  # the budget reservation held while the call runs
+    key_spend: float | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -67,6 +69,10 @@ class CallRecord:
         }
         if self.deployment is not None:
             headers["x-litellm-model-id"] = self.deployment.deployment_id
+        if self.usage is not None:  # known only once a non-streamed call has ended
+            headers["x-litellm-response-cost"] = repr(self.cost)
+        if self.key_spend is not None:
+            headers["x-litellm-key-spend"] = repr(self.key_spend)
         return headers
 
 

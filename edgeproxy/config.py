@@ -200,6 +200,8 @@ class GeneralSettings:
     track_spend: bool = True
     key_cache_ttl_s: float = 30.0
     shutdown_grace_s: float = 30.0
+    spend_journal: str | None = None  # default: beside the SQLite file, else in the working directory
+    budget_reset_interval_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +465,8 @@ def _general(raw: Any, env: Mapping[str, str]) -> GeneralSettings:
         "database_connection_timeout", "allow_requests_on_db_unavailable", "max_response_size_mb",
         "proxy_budget_rescheduler_min_time", "proxy_budget_rescheduler_max_time", "disable_reset_budget",
         "ui_access_mode", "litellm_key_header_name", "alerting_args", "store_prompts_in_spend_logs",
-        "metrics_require_auth", "log_format", "log_level", "webhook_url",
+        "metrics_require_auth", "log_format", "log_level", "webhook_url", "spend_journal",
+        "budget_reset_interval",
     )  # fmt: skip
     c = _Checker(raw, "general_settings", known)
     master_key = c.get("master_key", as_str) or env.get("EDGEPROXY_MASTER_KEY") or env.get("LITELLM_MASTER_KEY")
@@ -487,6 +490,8 @@ def _general(raw: Any, env: Mapping[str, str]) -> GeneralSettings:
         track_spend=c.get("track_spend", as_bool, True),
         key_cache_ttl_s=c.get("key_cache_ttl", as_number, 30.0),
         shutdown_grace_s=c.get("shutdown_grace", as_number, 30.0),
+        spend_journal=c.get("spend_journal", as_str),
+        budget_reset_interval_s=c.get("budget_reset_interval", lambda v, p: as_number(v, p, minimum=0.01), 60.0),
     )
 
 

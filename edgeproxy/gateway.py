@@ -9,19 +9,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
+from edgeproxy.accounting import Accounting
 from edgeproxy.auth import MASTER, Headers, Principal, extract_key, missing_key_error, same_secret
 from edgeproxy.calls import CallRecord, Calls
 from edgeproxy.config import Config
 from edgeproxy.db import Db
 from edgeproxy.errors import InvalidRequestError, ProxyError
 from edgeproxy.keyauth import KeyAuth
+from edgeproxy.pricing import Pricing
 from edgeproxy.router import Router
+from edgeproxy.spend import BudgetLedger, SpendWriter
 from edgeproxy.upstream import Upstreams
 from storage import Storage, StorageError
-from storage.changes import change_marker
 
 CHANGE_POLL_INTERVAL_S = 1.0
 
@@ -39,6 +42,7 @@ class Gateway:
     router: Router
     upstreams: Upstreams
     db: Db
+    accounting: Accounting
     keys: KeyAuth = field(init=False)
     calls: Calls = field(init=False)
     started_at: float = field(default_factory=trio.current_time)
@@ -101,10 +105,11 @@ class Gateway:
 
     async def serve_change_poller(self, interval_s: float = CHANGE_POLL_INTERVAL_S) -> None:
         """Notice key, user and team changes made by other instances or the CLI within about a second."""
-        marker = None
+        marker: tuple[object, ...] | None = None
         while True:
+            current: tuple[object, ...] | None
             try:
-                current = await self.db.run(change_marker, self.storage._db)
+                current = await self.db.run(self.storage.change_marker)
             except ProxyError:
                 current = marker  # the database is away: keep serving from the cache
             if marker is not None and current != marker:
@@ -113,16 +118,21 @@ class Gateway:
             await trio.sleep(interval_s)
 
     def on_call_finished(self, record: CallRecord) -> None:
-        usage = record.usage
-        log.info(
-            "call %s %s group=%s deployment=%s status=%s tokens=%s",
-            record.call_id,
-            record.call_type.value,
-            record.model_group,
-            record.deployment.deployment_id if record.deployment else "-",
-            record.status,
-            f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-",
-        )
+        self.accounting.finish(record)
+        record.key_spend = self.accounting.key_spend(record)
+
+    async def serve_budget_resets(self, interval_s: float) -> None:
+        """Start new budget windows in the database on schedule (the ledger already did in memory)."""
+        while True:
+            try:
+                reset = await self.db.run(self.storage.spend.reset_budgets)
+            except ProxyError as error:
+                log.warning("budget reset skipped: %s", error.message)
+                reset = []
+            if reset:
+                self.accounting.ledger.reset(reset)
+                self.keys.invalidate_all()
+            await trio.sleep(interval_s)
 
 
 def open_storage(config: Config) -> Storage:
@@ -137,15 +147,36 @@ def open_storage(config: Config) -> Storage:
     return storage
 
 
+def journal_path(config: Config, storage: Storage) -> Path:
+    if config.general.spend_journal:
+        return Path(config.general.spend_journal)
+    database = storage.engine.url.database
+    if storage.dialect == "sqlite" and database and database != ":memory:":
+        return Path(database).resolve().parent / "edgeproxy-spend.journal"
+    return Path("edgeproxy-spend.journal").resolve()
+
+
 @asynccontextmanager
 async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
-    """Build the gateway inside the trio run; release its connections on exit."""
+    """Build the gateway inside the trio run; on exit flush spend and release every connection.
+
+    The spend writer lives in this nursery, not the server's: it must outlive the HTTP server so that
+    records from drained requests are written before the process exits.
+    """
     limiter = trio.CapacityLimiter(1)
     storage = await trio.to_thread.run_sync(open_storage, config, limiter=limiter)
     upstreams = Upstreams(config.deployments)
     try:
         db = Db(storage, config.general.database_connection_pool_limit)
-        yield Gateway(config=config, router=Router(config), upstreams=upstreams, db=db)
+        ledger = BudgetLedger(config.general.budget_exceeded_status_code)
+        writer = SpendWriter(db, ledger, config.general.proxy_batch_write_at_s, journal_path(config, storage))
+        accounting = Accounting(config, Pricing(), ledger, writer)
+        async with trio.open_nursery() as background:
+            await background.start(writer.serve)
+            try:
+                yield Gateway(config=config, router=Router(config), upstreams=upstreams, db=db, accounting=accounting)
+            finally:
+                writer.close()
     finally:
         await upstreams.aclose()
         await trio.to_thread.run_sync(storage.close, limiter=limiter)

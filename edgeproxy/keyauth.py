@@ -31,6 +31,7 @@ class KeyBundle:
     key: Mapping[str, Any] | None
     user: Mapping[str, Any] | None
     team: Mapping[str, Any] | None
+    member: Mapping[str, Any] | None = None
 
 
 def load_bundle(storage: Storage, token: str) -> KeyBundle:
@@ -39,7 +40,10 @@ def load_bundle(storage: Storage, token: str) -> KeyBundle:
         return KeyBundle(None, None, None)
     user = storage.users.get(key["user_id"]) if key.get("user_id") else None
     team = storage.teams.get(key["team_id"]) if key.get("team_id") else None
-    return KeyBundle(key, user, team)
+    member = None
+    if team is not None and user is not None:
+        member = next((m for m in storage.teams.members(team["team_id"]) if m["user_id"] == user["user_id"]), None)
+    return KeyBundle(key, user, team, member)
 
 
 def allowed_models(*lists: Any) -> frozenset[str] | None:
@@ -77,6 +81,7 @@ def principal_for(bundle: KeyBundle, now: datetime) -> Principal:
         key=key,
         user=user,
         team=team,
+        member=bundle.member,
     )
 
 

@@ -15,6 +15,7 @@ from types import TracebackType
 
 from sqlalchemy import Engine, text
 
+from storage.changes import change_marker
 from storage.database import Database
 from storage.durations import Months, add_duration, next_reset, parse_duration
 from storage.engine import describe_url, open_engine
@@ -89,6 +90,10 @@ class Storage:
             raise
         except StorageError as error:
             raise StorageUnavailable(str(error)) from error
+
+    def change_marker(self) -> tuple[object, ...]:
+        """Changes whenever a key, user, team or membership changes (see storage.changes)."""
+        return change_marker(self._db)
 
     def close(self) -> None:
         """Close every pooled connection."""

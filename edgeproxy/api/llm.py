@@ -25,6 +25,7 @@ async def _handle(call: CallType) -> Response:
     requested = check_body(call, body)
     group = gw.resolve_model(requested, principal)
     record = gw.calls.new_record(call, principal, group, requested, body)
+    gw.accounting.admit(record)
     if not body.get("stream"):
         result = await gw.calls.complete(record)
         return Response(dumps(result), status=200, content_type="application/json", headers=record.headers())

@@ -80,3 +80,22 @@ async def running_proxy(config: Config) -> AsyncIterator[Proxy]:
 async def fake() -> AsyncIterator[FakeUpstream]:
     async with open_fake_upstream() as upstream:
         yield upstream
+
+
+def create_key(database_url: str, key: str, **fields: Any) -> str:
+    """Put a virtual key (and its user/team if named) straight into storage, as an admin tool would."""
+    from edgeproxy.auth import hash_key
+    from storage import Storage
+
+    with Storage.open(database_url) as storage:
+        storage.migrate()
+        if fields.get("user_id") and storage.users.get(fields["user_id"]) is None:
+            storage.users.create({"user_id": fields["user_id"], **fields.pop("user_fields", {})})
+        fields.pop("user_fields", None)
+        if fields.get("team_id") and storage.teams.get(fields["team_id"]) is None:
+            storage.teams.create({"team_id": fields["team_id"], **fields.pop("team_fields", {})})
+            if fields.get("user_id"):
+                storage.teams.add_member(fields["team_id"], fields["user_id"], "user", None)
+        fields.pop("team_fields", None)
+        storage.keys.create({"token": hash_key(key), "key_name": f"sk-...{key[-4:]}", **fields})
+    return key
