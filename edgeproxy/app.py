@@ -9,7 +9,7 @@ from quart import Response, current_app
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from edgeproxy.api import health, llm, models
+from edgeproxy.api import health, keys, llm, models, spend, teams, users
 from edgeproxy.errors import InvalidRequestError, NotFoundError, ProxyError, RequestTooLargeError
 from edgeproxy.gateway import Gateway
 
@@ -39,7 +39,8 @@ def create_app(gw: Gateway) -> QuartTrio:
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    for blueprint in (llm.blueprint, models.blueprint, health.blueprint):
+    admin = (keys.blueprint, users.blueprint, teams.blueprint)
+    for blueprint in (llm.blueprint, models.blueprint, health.blueprint, spend.blueprint, *admin):
         app.register_blueprint(blueprint)
 
     @app.errorhandler(ProxyError)

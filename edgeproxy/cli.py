@@ -5,27 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import sys
-from typing import Any
 
 import click
 
 from edgeproxy import __version__
-from edgeproxy.config import Config, ConfigError, load_config
-
-DEFAULT_CONFIG = "config.yaml"
-
-
-class CliError(click.ClickException):
-    """One line to stderr and a non-zero exit."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"edgeproxy: {self.message}", err=True)
+from edgeproxy.cli_common import CliError, config_option, load
 
 
 def _setup_logging(level: str) -> None:
@@ -34,22 +19,6 @@ def _setup_logging(level: str) -> None:
     )
     # httpx logs every request URL at INFO: URLs may carry credentials, and it is noise at our volume.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def load(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise CliError(f"config error: {exc}", exit_code=2) from None
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    default=lambda: os.environ.get("EDGEPROXY_CONFIG", DEFAULT_CONFIG),
-    show_default="config.yaml, or $EDGEPROXY_CONFIG",
-    help="Path to the LiteLLM-style config file.",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,6 +83,25 @@ def config_check(config_path: str, as_json: bool) -> None:
         click.echo(f"  {m['model_name']:<{width}}  {m['model']:<40} {m['api_base']}  key={m['api_key'] or '-'}")
     if not config.general.master_key:
         click.echo("warning: no master_key: `edgeproxy run` will refuse to start", err=True)
+
+
+# Imported here, not at the top: cli_spend uses CliError, load and config_option from this module.
+from edgeproxy.cli_spend import prices, spend  # noqa: E402
+
+cli.add_command(spend)
+cli.add_command(prices)
+
+from edgeproxy.cli_health import health  # noqa: E402
+
+cli.add_command(health)
+
+
+# The management groups live in their own module; registered here so `edgeproxy --help` lists them.
+from edgeproxy.cli_admin import keys_group, teams_group, users_group  # noqa: E402
+
+cli.add_command(keys_group)
+cli.add_command(users_group)
+cli.add_command(teams_group)
 
 
 def main() -> None:

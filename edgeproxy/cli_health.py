@@ -7,7 +7,7 @@ import json
 import click
 import httpx
 
-from edgeproxy.cli import CliError, config_option, load
+from edgeproxy.cli_common import CliError, config_option, load
 
 
 @click.command("health")
@@ -20,8 +20,8 @@ def health(config_path: str, url: str, as_json: bool) -> None:
     headers = {"authorization": f"Bearer {config.general.master_key}"} if config.general.master_key else {}
     try:
         response = httpx.get(url.rstrip("/") + "/health", headers=headers, timeout=10, trust_env=False)
-    except httpx.HTTPError as error:
-        raise CliError(f"cannot reach edgeproxy at {url}: {type(error).__name__}", exit_code=3) from None
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach edgeproxy at {url}: {type(exc).__name__}", exit_code=3) from None
     if response.status_code != 200:
         raise CliError(f"{url}/health answered {response.status_code}: {response.text[:200]}", exit_code=1)
     report = response.json()
