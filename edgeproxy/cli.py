@@ -104,6 +104,28 @@ cli.add_command(users_group)
 cli.add_command(teams_group)
 
 
+@cli.group("db")
+def db_group() -> None:
+    """Database maintenance."""
+
+
+@db_group.command("migrate")
+@config_option
+def db_migrate(config_path: str) -> None:
+    """Create or upgrade the schema to the newest revision (also done at every `run`)."""
+    from edgeproxy.gateway import StartupError, open_storage
+
+    _setup_logging("warning")
+    try:
+        storage = open_storage(load(config_path))
+    except StartupError as error:
+        raise CliError(str(error), exit_code=3) from None
+    with storage:
+        click.echo(
+            f"{storage.describe()}: schema at revision {storage.current_revision()} (head {storage.head_revision()})"
+        )
+
+
 def main() -> None:
     # PyInstaller: worker processes are started with multiprocessing's spawn; this must run first.
     multiprocessing.freeze_support()

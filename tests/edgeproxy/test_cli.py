@@ -48,3 +48,35 @@ def test_run_refuses_without_master_key(tmp_path: Path, monkeypatch: pytest.Monk
     result = CliRunner().invoke(cli, ["run", "--config", REPO_CONFIG])
     assert result.exit_code == 2
     assert "master_key is not set" in result.output
+
+
+def test_db_migrate_creates_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    database = tmp_path / "state.db"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "mock/m"}}],
+                "general_settings": {"database_url": f"sqlite:///{database}"},
+            }
+        )
+    )
+    result = CliRunner().invoke(cli, ["db", "migrate", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "schema at revision" in result.output
+    assert database.exists() and oct(database.stat().st_mode & 0o777) == "0o600"
+
+
+def test_db_migrate_reports_an_unreachable_database(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "mock/m"}}],
+                "general_settings": {"database_url": "postgresql://nobody@127.0.0.1:1/none"},
+            }
+        )
+    )
+    result = CliRunner().invoke(cli, ["db", "migrate", "--config", str(path)])
+    assert result.exit_code == 3
+    assert result.output.startswith("edgeproxy: database") and result.output.count("\n") == 1
