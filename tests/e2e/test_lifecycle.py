@@ -104,3 +104,32 @@ async def test_sigterm_drains_in_flight_requests(fake: FakeUpstream, tmp_path: P
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
+    config = {
+        "model_list": [{"model_name": "demo", "litellm_params": {"model": "mock/demo"}}],
+        "general_settings": {"master_key": MASTER_KEY, "database_url": f"sqlite:///{tmp_path}/w.db"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    port = _free_port()
+    command = [sys.executable, "-m", "edgeproxy", "run", "--config", "config.yaml", "--host", "127.0.0.1"]
+    process = subprocess.Popen([*command, "--port", str(port), "--workers", "2"], cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_until_serving(url)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        headers = {"authorization": f"Bearer {MASTER_KEY}"}
+        body = {"model": "demo", "messages": HELLO}
+        async with httpx.AsyncClient(base_url=url, headers=headers) as client:
+            statuses = [(await client.post("/v1/chat/completions", json=body)).status_code for _ in range(10)]
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            code = await trio.to_thread.run_sync(process.wait)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert len(children) >= 2  # two worker processes (multiprocessing may add a resource tracker)
+    assert statuses == [200] * 10
+    assert code == 0
