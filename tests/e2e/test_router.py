@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 
 import httpx
+import pytest
 import trio
 from click.testing import CliRunner
 
@@ -104,3 +105,25 @@ async def test_health_needs_the_master_key(fake: FakeUpstream) -> None:
     async with running_proxy(make_config([openai_model("m", fake)])) as proxy, httpx.AsyncClient() as client:
         response = await client.get(proxy.url + "/health")
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "429", "stall", "garbage"])
+async def test_every_fault_of_one_deployment_is_invisible_to_clients(fake: FakeUpstream, fault: str) -> None:
+    async with open_fake_upstream() as bad:
+        if fault == "stall":
+            bad.stall_next(100)
+        elif fault == "garbage":
+            bad.garbage_next(100)
+        else:
+            bad.retry_after = 1 if fault == "429" else None
+            bad.fail_always(int(fault))
+        config = make_config(
+            [openai_model("m", bad, timeout=0.5), openai_model("m", fake)],
+            router_settings={"allowed_fails": 1, "num_retries": 2, "routing_strategy": "simple-shuffle"},
+        )
+        async with running_proxy(config) as proxy, proxy.client() as client:
+            statuses = [
+                (await client.post("/v1/chat/completions", json={"model": "m", **HELLO})).status_code for _ in range(12)
+            ]
+    assert statuses == [200] * 12
+    assert len(bad.requests) <= 2  # allowed_fails + 1, then cooled down
