@@ -138,3 +138,31 @@ async def test_sigterm_after_a_burst_loses_no_spend(fake: FakeUpstream, tmp_path
         _logs, total = storage.spend.logs(api_key=hash_key(key), size=100)
         assert total == 20
         assert storage.keys.get(hash_key(key))["spend"] == pytest.approx(20 * CALL_COST)  # type: ignore[index]
+
+
+async def test_client_leaving_mid_stream_is_billed_an_estimate(fake: FakeUpstream, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/gone.db"
+    key = create_key(url, "sk-leaver-test-key-0004")
+    fake.reply_text = " ".join(f"word{i}" for i in range(40))
+    fake.chunk_delay_s = 0.05
+    config = make_config([priced(fake)], general_settings={"database_url": url, "proxy_batch_write_at": 0.05})
+    async with running_proxy(config) as proxy, proxy.client(key) as client:
+        body = {"model": "m", "messages": MESSAGES, "stream": True}
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            seen = 0
+            async for line in response.aiter_lines():
+                seen += line.startswith("data: ")
+                if seen == 3:
+                    break
+        with trio.fail_after(10):
+            while True:
+                with Storage.open(url) as storage:
+                    rows, total = storage.spend.logs(api_key=hash_key(key))
+                if total:
+                    break
+                await trio.sleep(0.05)
+    row = rows[0]
+    assert row["estimated"] is True
+    assert row["error"] == "client disconnected"
+    assert 0 < row["completion_tokens"] < 40 * 2  # what was generated, not the whole answer
+    assert row["cost"] > 0
