@@ -4,15 +4,11 @@ They open the database named by the config (as `run` does), so they work whether
 running server notices the change within about a second (its change poller). Options carry the API's field
 names, and their values go through the API's validation as text, so the CLI and the API accept and refuse
 exactly the same input.
-
-This module must not import `edgeproxy.cli` at import time: `cli` imports this module to register the
-groups, so the few things needed from it are imported when a command runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +20,7 @@ from edgeproxy.admin import teams as admin_teams
 from edgeproxy.admin import text
 from edgeproxy.admin import users as admin_users
 from edgeproxy.admin.fields import query_int
+from edgeproxy.cli_common import CliError, config_option, load
 from edgeproxy.config import Config
 from edgeproxy.errors import ProxyError
 from storage import Storage, StorageError
@@ -33,30 +30,25 @@ _EXIT_BY_STATUS = {400: 2, 413: 2, 401: 1, 403: 1, 404: 1, 409: 1, 503: 3}
 Command = Callable[..., Any]
 
 
-def _fail(message: str, exit_code: int) -> click.ClickException:
-    from edgeproxy.cli import CliError
-
-    return CliError(message, exit_code=exit_code)
-
-
 @contextmanager
 def _errors() -> Iterator[None]:
     """Render every failure as one line with its exit code (`edgeproxy: <message>`)."""
+    # The server's modules (trio, httpx, the router) load only when a command runs: `--help` stays fast.
     from edgeproxy.db import proxy_error_for
     from edgeproxy.gateway import StartupError
 
     try:
         yield
     except ProxyError as error:
-        raise _fail(error.message, _EXIT_BY_STATUS.get(error.status, 1)) from None
+        raise CliError(error.message, _EXIT_BY_STATUS.get(error.status, 1)) from None
     except StorageError as error:
         mapped = proxy_error_for(error)
         status = mapped.status if isinstance(mapped, ProxyError) else 503
-        raise _fail(str(mapped), _EXIT_BY_STATUS.get(status, 1)) from None
+        raise CliError(str(mapped), _EXIT_BY_STATUS.get(status, 1)) from None
     except StartupError as error:
-        raise _fail(str(error), 3) from None
+        raise CliError(str(error), 3) from None
     except ValueError as error:  # storage's own checks (paging and the like)
-        raise _fail(str(error), 2) from None
+        raise CliError(str(error), 2) from None
 
 
 def known_models(config: Config) -> list[str]:
@@ -66,8 +58,7 @@ def known_models(config: Config) -> list[str]:
 @contextmanager
 def _session(config_path: str) -> Iterator[tuple[Storage, list[str]]]:
     """The storage the config names (migrated, as `run` would) and the model names keys may be limited to."""
-    from edgeproxy.cli import load
-    from edgeproxy.gateway import open_storage
+    from edgeproxy.gateway import open_storage  # see _errors: loaded only when a command runs
 
     config = load(config_path)
     with _errors():
@@ -87,13 +78,6 @@ def _apply(*decorators: Callable[[Command], Command]) -> Callable[[Command], Com
     return decorate
 
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    default=lambda: os.environ.get("EDGEPROXY_CONFIG", "config.yaml"),
-    show_default="config.yaml, or $EDGEPROXY_CONFIG",
-    help="Path to the config file; its database is the one changed.",
-)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 limit_options = _apply(
     click.option("--models", help="Comma-separated model names it may use ('' = every model)."),

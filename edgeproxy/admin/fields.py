@@ -24,7 +24,12 @@ MAX_ID_CHARS = 255  # the width of id and alias columns
 
 
 def validate(fields: Mapping[str, Any], checks: Mapping[str, Check], entity: str) -> dict[str, Any]:
-    """Check every field with its function; an unknown field is refused by name (typos must not be ignored)."""
+    """Check every field with its function; an unknown field is refused by name (typos must not be ignored).
+
+    An unknown field left empty (null, [], {}) is dropped: LiteLLM's clients send many optional fields as null,
+    and a null asks for nothing we would be ignoring.
+    """
+    fields = {name: value for name, value in fields.items() if name in checks or value not in (None, [], {}, "")}
     unknown = sorted(set(fields) - set(checks))
     if unknown:
         raise InvalidRequestError(

@@ -22,7 +22,7 @@ KEY_FORMAT = re.compile(r"^sk-[A-Za-z0-9_-]{22}$")
 
 def everything_stored(storage: Storage) -> str:
     """Every value of every row of every table, as one string."""
-    parts = []
+    parts: list[str] = []
     with storage.engine.connect() as connection:
         for table in metadata.sorted_tables:
             for row in connection.execute(select(table)):
@@ -188,3 +188,11 @@ def test_regenerate_moves_the_row_to_a_new_secret(storage: Storage) -> None:
     assert fresh["key"] not in everything_stored(storage)
     with pytest.raises(NotFound):
         keys.regenerate_key(storage, MODELS, created["key"], {})
+
+
+def test_litellm_optional_fields_sent_as_null_are_accepted_but_real_ones_refused(storage: Storage) -> None:
+    made = keys.generate_key(storage, MODELS, {"key_alias": "sdk", "tags": None, "permissions": {}, "guardrails": []})
+    assert made["key_alias"] == "sdk"
+    with pytest.raises(InvalidRequestError) as raised:
+        keys.generate_key(storage, MODELS, {"tags": ["prod"]})
+    assert raised.value.param == "tags"
