@@ -36,6 +36,7 @@ async def test_requests_flow_and_spend_survives_a_database_outage(fake: FakeUpst
             ]
             async with proxy.client() as admin:
                 ready = await admin.get("/health/readiness")
+                write = await admin.post("/key/generate", json={"key_alias": "during-outage"})
             await trio.to_thread.run_sync(pg.start)
             expected = 11 * (10 * 0.001 + 5 * 0.002)
             with trio.fail_after(20):
@@ -50,6 +51,8 @@ async def test_requests_flow_and_spend_survives_a_database_outage(fake: FakeUpst
                     await trio.sleep(0.1)
         assert during == [200] * 10  # the key was cached: no request failed because of the database
         assert ready.status_code == 503 and ready.json()["db"] == "unreachable"
+        assert write.status_code == 503
+        assert "database is unavailable" in write.json()["error"]["message"]
         with Storage.open(pg.url) as storage:
             assert storage.keys.get(hash_key(key))["spend"] == pytest.approx(expected)  # type: ignore[index]
             assert storage.users.get("ann")["spend"] == pytest.approx(expected)  # type: ignore[index]
