@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -21,10 +23,11 @@ DEFAULT_SQLITE_FILE = "edgeproxy.db"
 # instead of failing with "database is locked" when a deferred read transaction tries to upgrade.
 WRITE_OPTION = "storage_write"
 
+_WAL_SWITCH_WAIT_S = 10.0
 _SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",  # wait for the write lock instead of failing at once
     "PRAGMA journal_mode=WAL",  # readers do not block the writer
     "PRAGMA synchronous=NORMAL",  # safe with WAL, much faster than FULL
-    "PRAGMA busy_timeout=5000",  # wait for the write lock instead of failing at once
     "PRAGMA foreign_keys=ON",  # SQLite ignores REFERENCES unless asked
 )
 _PG_CONNECT_TIMEOUT_S = 5
@@ -102,6 +105,21 @@ def _create_private_file(path: str, url: URL) -> None:
     os.close(fd)
 
 
+def _execute_pragma(cursor: Any, pragma: str) -> None:
+    """Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked" at once
+    (without its busy handler) when another connection holds one: instances starting together on a fresh
+    file must retry. WAL is persistent, so this only ever happens on the first start."""
+    deadline = time.monotonic() + _WAL_SWITCH_WAIT_S
+    while True:
+        try:
+            cursor.execute(pragma)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -111,7 +129,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             for pragma in _SQLITE_PRAGMAS:
-                cursor.execute(pragma)
+                _execute_pragma(cursor, pragma)
         finally:
             cursor.close()
 
