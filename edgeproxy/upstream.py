@@ -8,6 +8,7 @@ deployment id, never a URL with credentials or a provider key.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,7 +32,16 @@ from edgeproxy.providers.mock import MockTransport
 CONNECT_TIMEOUT_S = 10.0
 
 
-def _client_for(deployment: Deployment) -> httpx.AsyncClient:
+_SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+# httpcore's pool bookkeeping grows with the requests and connections in one pool (measured here: 0.76 ms a
+# call alone, 1.5 ms at 32 in flight). Several small pools per deployment keep each one short: 32 in flight
+# over 8 pools cost 0.83 ms a call.
+POOL_SHARDS = 8
+
+
+def _client_for(deployment: Deployment, max_connections: int) -> httpx.AsyncClient:
     timeout = httpx.Timeout(
         connect=min(CONNECT_TIMEOUT_S, deployment.timeout_s),
         read=deployment.timeout_s,
@@ -39,28 +49,45 @@ def _client_for(deployment: Deployment) -> httpx.AsyncClient:
         pool=deployment.timeout_s,
     )
     limits = httpx.Limits(
-        max_connections=deployment.max_connections,
-        max_keepalive_connections=deployment.max_connections,
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
         keepalive_expiry=30.0,
     )
-    transport = MockTransport(deployment) if deployment.provider == "mock" else None
+    transport: httpx.AsyncBaseTransport
+    if deployment.provider == "mock":
+        transport = MockTransport(deployment)
+    else:
+        # httpcore writes a request's headers and body in separate sends; with Nagle's algorithm on, the body
+        # waits for the upstream's delayed ACK of the headers (measured: +4 ms per call on loopback).
+        transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=_SOCKET_OPTIONS)
     # trust_env=False: a proxy or netrc from the environment must not silently reroute LLM traffic.
     return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, trust_env=False)
+
+
+def _shards(deployment: Deployment) -> list[httpx.AsyncClient]:
+    """Split a deployment's connection budget over a few pools (the mock needs no pool at all)."""
+    count = 1 if deployment.provider == "mock" else max(1, min(POOL_SHARDS, deployment.max_connections))
+    per_pool = max(1, -(-deployment.max_connections // count))
+    return [_client_for(deployment, per_pool) for _ in range(count)]
 
 
 class Upstreams:
     """The httpx clients, created inside the trio run and closed at shutdown."""
 
     def __init__(self, deployments: tuple[Deployment, ...]) -> None:
-        self._clients = {d.deployment_id: _client_for(d) for d in deployments}
+        self._clients = {d.deployment_id: _shards(d) for d in deployments}
+        self._next = dict.fromkeys(self._clients, 0)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
-            for client in self._clients.values():
-                await client.aclose()
+            for shards in self._clients.values():
+                for client in shards:
+                    await client.aclose()
 
     def _client(self, deployment: Deployment) -> httpx.AsyncClient:
-        return self._clients[deployment.deployment_id]
+        shards = self._clients[deployment.deployment_id]
+        turn = self._next[deployment.deployment_id] = (self._next[deployment.deployment_id] + 1) % len(shards)
+        return shards[turn]
 
     async def call(
         self, deployment: Deployment, call: CallType, body: dict[str, Any]
