@@ -9,7 +9,8 @@ from quart import Response, current_app
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from edgeproxy.api import health, keys, llm, models, spend, teams, users
+from edgeproxy import ui
+from edgeproxy.api import cache, health, keys, llm, models, spend, teams, users
 from edgeproxy.errors import InvalidRequestError, NotFoundError, ProxyError, RequestTooLargeError
 from edgeproxy.gateway import Gateway
 
@@ -39,9 +40,10 @@ def create_app(gw: Gateway) -> QuartTrio:
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    admin = (keys.blueprint, users.blueprint, teams.blueprint)
+    admin = (keys.blueprint, users.blueprint, teams.blueprint, cache.blueprint)
     for blueprint in (llm.blueprint, models.blueprint, health.blueprint, spend.blueprint, *admin):
         app.register_blueprint(blueprint)
+    app.register_blueprint(ui.blueprint)  # the admin web page at /ui
 
     @app.errorhandler(ProxyError)
     async def on_proxy_error(exc: ProxyError) -> Response:

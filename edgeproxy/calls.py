@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,9 @@ class CallRecord:
     cost: float = 0.0
     reservation: Any = None  # the budget reservation held while the call runs
     key_spend: float | None = None
+    cache_hit: bool = False  # answered from the response cache (cost 0, no deployment)
+    cache_key: str | None = None  # x-litellm-cache-key on a hit
+    chunks: list[dict[str, Any]] | None = None  # a stream's chunks, kept when its answer will be cached
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -73,6 +76,8 @@ class CallRecord:
             headers["x-litellm-response-cost"] = repr(self.cost)
         if self.key_spend is not None:
             headers["x-litellm-key-spend"] = repr(self.key_spend)
+        if self.cache_hit and self.cache_key is not None:
+            headers["x-litellm-cache-key"] = self.cache_key
         return headers
 
 
@@ -163,13 +168,17 @@ class Calls:
         record.ttft_s = time.monotonic() - record.start_monotonic
         return routed.value
 
-    async def relay(self, record: CallRecord, stream: UpstreamStream, include_usage: bool) -> AsyncIterator[bytes]:
+    async def relay(
+        self, record: CallRecord, stream: UpstreamStream, include_usage: bool
+    ) -> AsyncGenerator[bytes, None]:
         """SSE bytes for the client. Always closes the upstream and accounts, even on disconnect."""
         last: dict[str, Any] | None = None
         try:
             async for chunk in stream.chunks():
                 chunk["model"] = record.requested_model
                 last = chunk
+                if record.chunks is not None:
+                    record.chunks.append(chunk)
                 yield sse_event(chunk)
             record.usage = stream.usage or _estimate(record, stream.translator.text)
             if include_usage:

@@ -126,6 +126,15 @@ def db_migrate(config_path: str) -> None:
         )
 
 
+from edgeproxy.cli_db import db_backup, db_copy, db_restore  # noqa: E402
+from edgeproxy.cli_doctor import doctor  # noqa: E402
+
+db_group.add_command(db_backup)
+db_group.add_command(db_restore)
+db_group.add_command(db_copy)
+cli.add_command(doctor)
+
+
 def main() -> None:
     # PyInstaller: worker processes are started with multiprocessing's spawn; this must run first.
     multiprocessing.freeze_support()

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from edgeproxy.redisconfig import RedisSettings, resolve_redis
+
 log = logging.getLogger("edgeproxy.config")
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -163,6 +165,12 @@ class RouterSettings:
     hidden_aliases: frozenset[str] = frozenset()
 
 
+# LiteLLM's default: chat, text completions and embeddings (sync and async names mean the same route here).
+DEFAULT_CACHED_CALL_TYPES = (
+    "acompletion", "completion", "atext_completion", "text_completion", "aembedding", "embedding",
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
     enabled: bool = False
@@ -173,7 +181,7 @@ class CacheSettings:
     url: str | None = field(default=None, repr=False)
     ttl_s: float = 600.0
     namespace: str | None = None
-    supported_call_types: tuple[str, ...] = ("acompletion", "completion", "aembedding", "embedding")
+    supported_call_types: tuple[str, ...] = DEFAULT_CACHED_CALL_TYPES
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -211,6 +219,7 @@ class Config:
     litellm: LitellmSettings = field(default_factory=LitellmSettings)
     general: GeneralSettings = field(default_factory=GeneralSettings)
     source: str | None = None
+    redis: RedisSettings | None = None  # the Redis for the cache, limits and shared state (redisconfig.py)
 
     @property
     def model_groups(self) -> dict[str, tuple[Deployment, ...]]:
@@ -424,6 +433,8 @@ def _cache(enabled: bool, raw: Any, env: Mapping[str, str]) -> CacheSettings:
     cache_type = c.get("type", as_str, "redis" if (raw or {}).get("host") else "local")
     if cache_type not in ("local", "redis", "redis-semantic") or cache_type == "redis-semantic":
         raise ConfigError(f"litellm_settings.cache_params.type: {cache_type!r} is not supported; use redis or local")
+    for bound in ("max_entries", "max_size_bytes"):  # the local cache's limits (edgeproxy/cache/local.py)
+        c.get(bound, lambda v, p: as_int(v, p, minimum=1))
     return CacheSettings(
         enabled=enabled,
         type=cache_type,
@@ -433,9 +444,7 @@ def _cache(enabled: bool, raw: Any, env: Mapping[str, str]) -> CacheSettings:
         url=c.get("url", as_str),
         ttl_s=c.get("ttl", as_number, 600.0),
         namespace=c.get("namespace", as_str),
-        supported_call_types=c.get(
-            "supported_call_types", as_str_list, ("acompletion", "completion", "aembedding", "embedding")
-        ),
+        supported_call_types=c.get("supported_call_types", as_str_list, DEFAULT_CACHED_CALL_TYPES),
         params={k: v for k, v in c.raw.items() if v is not None},
     )
 
@@ -536,12 +545,18 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None, source: str | N
             raise ConfigError(
                 f"model_list[{i}].model_info.id: {d.deployment_id!r} is already used by another deployment"
             )
+    litellm = _litellm(resolved.get("litellm_settings"), env)
+    try:
+        redis = resolve_redis(litellm.cache, resolved.get("router_settings") or {}, env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     config = Config(
         deployments=deployments,
         router=router,
-        litellm=_litellm(resolved.get("litellm_settings"), env),
+        litellm=litellm,
         general=_general(resolved.get("general_settings"), env),
         source=source,
+        redis=redis,
     )
     _check_model_references(config)
     return config

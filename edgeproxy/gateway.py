@@ -21,7 +21,10 @@ from edgeproxy.db import Db
 from edgeproxy.errors import InvalidRequestError, ProxyError
 from edgeproxy.keyauth import KeyAuth
 from edgeproxy.pricing import Pricing
+from edgeproxy.redisclient import RedisBackend, open_redis
 from edgeproxy.router import Router
+from edgeproxy.serving import Serving
+from edgeproxy.shared import SharedState, router_state
 from edgeproxy.spend import BudgetLedger, SpendWriter
 from edgeproxy.upstream import Upstreams
 from storage import Storage, StorageError
@@ -43,13 +46,18 @@ class Gateway:
     upstreams: Upstreams
     db: Db
     accounting: Accounting
+    redis: RedisBackend | None = None  # response cache, rate limits and shared state (None: per process)
     keys: KeyAuth = field(init=False)
     calls: Calls = field(init=False)
+    shared: SharedState = field(init=False)  # key changes (call its invalidate*), other instances' events
+    serving: Serving = field(init=False)  # limits, cache, budget around each call
     started_at: float = field(default_factory=trio.current_time)
 
     def __post_init__(self) -> None:
         self.calls = Calls(self.router, self.upstreams, self.on_call_finished)
         self.keys = KeyAuth(self.db, self.config.general.key_cache_ttl_s)
+        self.shared = SharedState(self.keys, self.redis, self.router.state)
+        self.serving = Serving.build(self.config, self.redis, self.calls, self.accounting, self.on_call_finished)
 
     @property
     def storage(self) -> Storage:
@@ -100,7 +108,7 @@ class Gateway:
             "status": "healthy" if db == "connected" else "unhealthy",
             "db": db,
             "db_backend": self.storage.dialect,
-            "cache": "not configured",
+            **await self.serving.readiness(),
         }
 
     async def serve_change_poller(self, interval_s: float = CHANGE_POLL_INTERVAL_S) -> None:
@@ -171,10 +179,11 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         ledger = BudgetLedger(config.general.budget_exceeded_status_code)
         writer = SpendWriter(db, ledger, config.general.proxy_batch_write_at_s, journal_path(config, storage))
         accounting = Accounting(config, Pricing(), ledger, writer)
-        async with trio.open_nursery() as background:
+        async with open_redis(config.redis) as redis, trio.open_nursery() as background:
             await background.start(writer.serve)
+            router = Router(config, state=router_state(config, redis))
             try:
-                yield Gateway(config=config, router=Router(config), upstreams=upstreams, db=db, accounting=accounting)
+                yield Gateway(config, router, upstreams, db, accounting, redis=redis)
             finally:
                 writer.close()
     finally:

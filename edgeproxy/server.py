@@ -107,6 +107,8 @@ async def serve(
         app = create_app(gw)
         nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
         nursery.start_soon(gw.serve_change_poller)
+        # With Redis: other instances' key changes and cooldowns, as they happen (subscribed before we listen).
+        await nursery.start(gw.shared.serve)
         nursery.start_soon(gw.serve_budget_resets, config.general.budget_reset_interval_s)
         if config.general.background_health_checks:
             nursery.start_soon(

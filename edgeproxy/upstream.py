@@ -7,6 +7,7 @@ deployment id, never a URL with credentials or a provider key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +33,8 @@ from edgeproxy.providers.mock import MockTransport
 CONNECT_TIMEOUT_S = 10.0
 
 
+DRAIN_TIMEOUT_S = 1.0
+DRAIN_MAX_BYTES = 65536
 _SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
@@ -185,11 +188,23 @@ class UpstreamStream:
             for chunk in pending:
                 yield chunk
             if self.translator.finished and not pending:
+                await self._drain()
                 return
             more = await self._read()
             if more is None:
                 return
             self._pending = more
+
+    async def _drain(self) -> None:
+        """Read what follows the end marker (the chunked terminator, at most a little more): a fully read
+        response lets httpcore keep the connection for the next call instead of opening a new one."""
+        assert self._raw is not None
+        with trio.move_on_after(DRAIN_TIMEOUT_S), contextlib.suppress(httpx.HTTPError):
+            read = 0
+            async for data in self._raw:
+                read += len(data)
+                if read > DRAIN_MAX_BYTES:
+                    return
 
     async def aclose(self) -> None:
         # Shielded: a client disconnect cancels us, and the upstream connection must still be released.

@@ -1,7 +1,8 @@
 """/key/* routes: thin wrappers over `edgeproxy.admin.keys` (the CLI uses the same functions).
 
 Every write drops the affected entries from this instance's key cache at once, so a block, delete or model
-change applies to the very next request here; other instances notice through their change poller.
+change applies to the very next request here; with Redis, other instances hear of it at once (pub/sub,
+`edgeproxy.shared`), and without it through their change poller within about a second.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ async def generate() -> Response:
         if team_id is not None and not await gw.db.run(is_team_member, gw.storage, team_id, body["user_id"]):
             raise PermissionDeniedError(f"user {body['user_id']} is not a member of team {team_id}")
     result = await gw.db.run(admin_keys.generate_key, gw.storage, gw.known_models, body, access.created_by(principal))
-    gw.keys.invalidate(result["token"])  # a bring-your-own key may sit in the negative cache
+    await gw.shared.invalidate(result["token"])  # a bring-your-own key may sit in the negative cache
     return respond(result)
 
 
@@ -91,7 +92,7 @@ async def update() -> Response:
     principal.require_admin()
     body = await read_body()
     result = await gw.db.run(admin_keys.update_key, gw.storage, gw.known_models, body)
-    gw.keys.invalidate(result["token"])
+    await gw.shared.invalidate(result["token"])
     return respond(result)
 
 
@@ -104,7 +105,7 @@ async def delete() -> Response:
         for row in await gw.db.run(admin_keys.find_keys, gw.storage, keys, aliases):
             access.check_key_access(principal, row, write=True)
     tokens = await gw.db.run(admin_keys.delete_keys, gw.storage, keys, aliases)
-    gw.keys.invalidate(*tokens)
+    await gw.shared.invalidate(*tokens)
     # LiteLLM echoes what was asked for; every name was found (or the whole call failed with 404).
     return respond({"deleted_keys": keys + aliases})
 
@@ -117,7 +118,7 @@ async def _set_blocked(blocked: bool) -> Response:
             principal.require_admin()
         access.check_key_access(principal, await gw.db.run(admin_keys.find_key, gw.storage, body.get("key")), True)
     result = await gw.db.run(admin_keys.set_key_blocked, gw.storage, body.get("key"), blocked)
-    gw.keys.invalidate(result["token"])
+    await gw.shared.invalidate(result["token"])
     return respond(result)
 
 
@@ -154,5 +155,5 @@ async def regenerate(key: str | None = None) -> Response:
         key = fields.pop("key", None)
     old_token = admin_keys.token_of(key)
     result = await gw.db.run(admin_keys.regenerate_key, gw.storage, gw.known_models, key, fields)
-    gw.keys.invalidate(old_token, result["token"])
+    await gw.shared.invalidate(old_token, result["token"])
     return respond(result)

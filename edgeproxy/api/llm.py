@@ -25,16 +25,15 @@ async def _handle(call: CallType) -> Response:
     requested = check_body(call, body)
     group = gw.resolve_model(requested, principal)
     record = gw.calls.new_record(call, principal, group, requested, body)
-    gw.accounting.admit(record)
-    if not body.get("stream"):
-        result = await gw.calls.complete(record)
-        return Response(dumps(result), status=200, content_type="application/json", headers=record.headers())
-    stream = await gw.calls.open_stream(record)
+    # Limits, budget, response cache and the call itself (edgeproxy/serving.py).
+    answer = await gw.serving.answer(record, stream=bool(body.get("stream")), include_usage=wants_usage_chunk(body))
+    if answer.chunks is None:
+        return Response(answer.body or b"", status=200, content_type="application/json", headers=answer.headers)
     response = Response(
-        gw.calls.relay(record, stream, wants_usage_chunk(body)),
+        answer.chunks,
         status=200,
         content_type="text/event-stream",
-        headers={**record.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={**answer.headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
     )
     response.timeout = None  # our deadlines apply; Quart's would cut long streams
     return response

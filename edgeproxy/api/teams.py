@@ -60,7 +60,7 @@ async def update() -> Response:
         if beyond:
             raise PermissionDeniedError(f"only a proxy admin may change {beyond[0]!r} of a team", param=beyond[0])
     result = await gw.db.run(admin_teams.update_team, gw.storage, gw.known_models, body)
-    gw.keys.invalidate_entities(team_ids={result["team_id"]})
+    await gw.shared.invalidate_entities(team_ids={result["team_id"]})
     return respond(result)
 
 
@@ -70,7 +70,7 @@ async def delete() -> Response:
     principal.require_admin()
     body = await read_body()
     deleted = await gw.db.run(admin_teams.delete_teams, gw.storage, id_list(body, "team_ids"))
-    gw.keys.invalidate_all()  # their keys are gone too
+    await gw.shared.invalidate_all()  # their keys are gone too
     return respond({"deleted_teams": deleted})
 
 
@@ -82,7 +82,7 @@ async def member_add() -> Response:
     result = await gw.db.run(
         admin_teams.add_members, gw.storage, body.get("team_id"), body.get("member"), body.get("max_budget_in_team")
     )
-    gw.keys.invalidate_entities(team_ids={result["team_id"]})
+    await gw.shared.invalidate_entities(team_ids={result["team_id"]})
     return respond(result)
 
 
@@ -92,7 +92,7 @@ async def member_delete() -> Response:
     body = await read_body()
     await _require_team_admin(gw, principal, body.get("team_id"))
     result = await gw.db.run(admin_teams.remove_member, gw.storage, body.get("team_id"), body.get("user_id"))
-    gw.keys.invalidate_entities(team_ids={result["team_id"]}, user_ids={body["user_id"]})
+    await gw.shared.invalidate_entities(team_ids={result["team_id"]}, user_ids={body["user_id"]})
     return respond(result)
 
 
@@ -101,7 +101,7 @@ async def _set_blocked(blocked: bool) -> Response:
     principal.require_admin()
     body = await read_body()
     result = await gw.db.run(admin_teams.set_team_blocked, gw.storage, body.get("team_id"), blocked)
-    gw.keys.invalidate_entities(team_ids={result["team_id"]})
+    await gw.shared.invalidate_entities(team_ids={result["team_id"]})
     return respond(result)
 
 

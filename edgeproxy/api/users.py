@@ -19,7 +19,7 @@ async def new() -> Response:
     principal.require_admin()
     body = await read_body()
     result = await gw.db.run(admin_users.new_user, gw.storage, gw.known_models, body, access.created_by(principal))
-    gw.keys.invalidate_entities(user_ids={result["user_id"]})
+    await gw.shared.invalidate_entities(user_ids={result["user_id"]})
     return respond(result)
 
 
@@ -40,7 +40,7 @@ async def update() -> Response:
     principal.require_admin()
     body = await read_body()
     result = await gw.db.run(admin_users.update_user, gw.storage, gw.known_models, body)
-    gw.keys.invalidate_entities(user_ids={result["user_id"]})
+    await gw.shared.invalidate_entities(user_ids={result["user_id"]})
     return respond(result)
 
 
@@ -50,7 +50,7 @@ async def delete() -> Response:
     principal.require_admin()
     body = await read_body()
     deleted = await gw.db.run(admin_users.delete_users, gw.storage, id_list(body, "user_ids"))
-    gw.keys.invalidate_all()  # their keys are gone too; the cache does not know which those were
+    await gw.shared.invalidate_all()  # their keys are gone too; the cache does not know which those were
     return respond({"deleted_users": deleted})
 
 

@@ -1,0 +1,232 @@
+"""The one door to Redis: the sync redis-py client in worker threads, with a health state callers fall back on.
+
+`redis.asyncio` does not run under trio (DESIGN.md), so every call runs in a thread through
+`trio.to_thread.run_sync` under a limiter of our own sized to the connection pool: trio's default limiter is
+shared with DNS lookups, and a stalled Redis must not hold up new upstream connections. The pool blocks rather
+than opening more connections, and has one spare connection for the pub/sub listener, which never takes a
+place under the limiter.
+
+Redis is an accelerator, never a dependency: when it does not answer, `run` raises `RedisUnavailable` and the
+caller falls back (cache miss, per-process limits). While it is down only one call per `retry_interval_s`
+tries it (the rest fail at once, so requests do not each wait for a connect timeout); the first success marks
+it up again. The outage is logged when it starts, then at most once per `log_interval_s`, and when it ends.
+
+This is the only module that imports redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, NoReturn, TypeVar
+
+import redis
+import trio
+from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from edgeproxy.redisconfig import RedisSettings
+
+T = TypeVar("T")
+Client = redis.Redis
+log = logging.getLogger("edgeproxy.redis")
+
+RETRY_INTERVAL_S = 1.0
+LOG_INTERVAL_S = 60.0
+# How long the listener thread waits for a message before handing control back to trio: this bounds how long a
+# shutdown waits for that thread, not how fast messages arrive (get_message returns as soon as one does).
+LISTEN_POLL_S = 0.2
+
+__all__ = ["Client", "RedisBackend", "RedisUnavailable", "Script", "open_redis"]
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer, or answered with an error: fall back to what works without it."""
+
+
+class RedisBackend:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        *,
+        retry_interval_s: float = RETRY_INTERVAL_S,
+        log_interval_s: float = LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._retry_interval_s = retry_interval_s
+        self._log_interval_s = log_interval_s
+        self._clock = clock
+        timeout = settings.socket_timeout_s
+        self._pool = redis.BlockingConnectionPool.from_url(
+            settings.url,
+            max_connections=settings.max_connections + 1,  # + the pub/sub listener's own connection
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # One immediate retry on a broken connection (a pooled one from before a Redis restart), no backoff:
+            # redis-py's default client retries 10 times with sleeps, which would stall requests for seconds.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+        self.client: Client = redis.Redis(connection_pool=self._pool)
+        self._limiter = trio.CapacityLimiter(settings.max_connections)
+        self._down_since: float | None = None
+        self._next_attempt = 0.0
+        self._last_logged = 0.0
+        self.last_error: str | None = None
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def up(self) -> bool:
+        """False from the first failed call until the next successful one."""
+        return self._down_since is None
+
+    @property
+    def describe(self) -> str:
+        return f"{self.settings.public_url} (from {self.settings.source})"
+
+    def _mark_down(self, exc: BaseException) -> None:
+        now = self._clock()
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._next_attempt = now + self._retry_interval_s
+        if self._down_since is None:
+            self._down_since = self._last_logged = now
+            log.warning(
+                "Redis %s is unreachable (%s): serving without it (cache misses, per-process limits) until it is back",
+                self.settings.public_url,
+                self.last_error,
+            )
+        elif now - self._last_logged >= self._log_interval_s:
+            self._last_logged = now
+            log.warning(
+                "Redis %s still unreachable after %.0f s (%s)",
+                self.settings.public_url,
+                now - self._down_since,
+                self.last_error,
+            )
+
+    def _mark_up(self) -> None:
+        if self._down_since is not None:
+            log.warning("Redis %s is back after %.1f s", self.settings.public_url, self._clock() - self._down_since)
+            self._down_since = None
+            self.last_error = None
+
+    # ---------------------------------------------------------------- calls
+
+    async def run(self, fn: Callable[[Client], T], *, probe: bool = False) -> T:
+        """`fn(client)` in a worker thread. Raises RedisUnavailable; while down, fails fast unless it is time to try.
+
+        `probe=True` always tries (health checks, /cache/ping): their answer must be current.
+        """
+        if self._down_since is not None and not probe:
+            if self._clock() < self._next_attempt:
+                raise RedisUnavailable(f"Redis is unreachable ({self.last_error})")
+            self._next_attempt = self._clock() + self._retry_interval_s  # one caller tries; the others fail fast
+        try:
+            result = await trio.to_thread.run_sync(fn, self.client, limiter=self._limiter)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self._mark_down(exc)
+            raise RedisUnavailable(f"Redis is unreachable ({self.last_error})") from None
+        except RedisError as exc:
+            # It answered, with an error (out of memory, wrong type...): up, but this call failed.
+            self._mark_up()
+            raise RedisUnavailable(f"Redis refused the command: {exc}") from None
+        self._mark_up()
+        return result
+
+    async def ping(self) -> bool:
+        """True when Redis answers now (always tries, even while marked down)."""
+        try:
+            return bool(await self.run(lambda client: client.ping(), probe=True))
+        except RedisUnavailable:
+            return False
+
+    def script(self, lua: str) -> Script:
+        """A Lua script; calling it sends EVALSHA and loads it once when the server does not know it yet."""
+        return self.client.register_script(lua)
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        await self.run(lambda client: client.publish(channel, message))
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._pool.disconnect, limiter=trio.CapacityLimiter(1))
+
+    # ---------------------------------------------------------------- pub/sub
+
+    async def serve_subscriber(
+        self,
+        handlers: Mapping[str, Callable[[bytes], None]],
+        on_subscribed: Callable[[], None],
+        on_lost: Callable[[], None] = lambda: None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        """Deliver messages on `handlers`' channels for ever, resubscribing after every outage.
+
+        `on_subscribed` runs after each (re)subscription, so the caller can resynchronise what it may have missed
+        while the connection was away; `on_lost` when the subscription is lost. Started once the first attempt is
+        over, whether or not it succeeded: a Redis that is down at startup must not hold the server up.
+        """
+        limiter = trio.CapacityLimiter(1)  # one thread at a time: a PubSub object is not thread-safe
+        started = False
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await trio.to_thread.run_sync(partial(pubsub.subscribe, *handlers), limiter=limiter)
+                self._mark_up()
+                on_subscribed()
+                if not started:
+                    started = True
+                    task_status.started()
+                while True:
+                    message = await trio.to_thread.run_sync(
+                        partial(pubsub.get_message, timeout=LISTEN_POLL_S), limiter=limiter
+                    )
+                    if message is not None and message.get("type") == "message":
+                        _deliver(handlers, message)
+            except (RedisError, OSError) as exc:
+                self._mark_down(exc)
+                on_lost()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(pubsub.close, limiter=limiter)
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(self._retry_interval_s)
+
+
+def _deliver(handlers: Mapping[str, Callable[[bytes], None]], message: dict[str, Any]) -> None:
+    channel = message["channel"]
+    channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+    handler = handlers.get(channel)
+    if handler is None:
+        return
+    try:
+        handler(message["data"])
+    except Exception:  # one bad message must not end the listener
+        log.exception("could not apply a message from Redis channel %s", channel)
+
+
+@asynccontextmanager
+async def open_redis(settings: RedisSettings | None) -> AsyncIterator[RedisBackend | None]:
+    """The backend for `settings` (None when no Redis is configured); says at startup whether Redis answers."""
+    if settings is None:
+        yield None
+        return
+    backend = RedisBackend(settings)
+    try:
+        if await backend.ping():
+            log.info("Redis %s: connected", backend.describe)
+        yield backend
+    finally:
+        await backend.aclose()

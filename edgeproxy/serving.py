@@ -1,0 +1,159 @@
+"""One LLM request around the call itself: cache controls, rate limits, budget, cache lookup, then the call.
+
+The order matters:
+1. the request's `cache` controls are read (and removed from the body: they are ours, not the upstream's);
+   a control the key may not use is refused (403) before anything is counted;
+2. rate limits count the request (429 with retry-after refuses it; cache hits count, as in LiteLLM);
+3. the cache lookup (one GET), before the budget reservation, so nothing is reserved across an await that
+   might be cancelled;
+4. the budget is checked and reserved (a hit settles it at once at cost 0);
+5. the call, its answer stored in the cache when it succeeded, and the rate-limit ticket settled (parallel
+   slot freed, tokens counted) in a `finally`, for streams when the stream ends or the client leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+import trio
+
+from edgeproxy.accounting import Accounting
+from edgeproxy.cache import CachedAnswer, CachePlan, ResponseCache, open_response_cache, replay
+from edgeproxy.calls import CallRecord, Calls, dumps
+from edgeproxy.config import Config
+from edgeproxy.errors import ProxyError
+from edgeproxy.limits import RateLimiter, Ticket
+from edgeproxy.redisclient import RedisBackend
+from edgeproxy.upstream import UpstreamStream
+
+log = logging.getLogger("edgeproxy.serving")
+# A parallel slot held in Redis by an instance that died is forgotten this long after the longest call may last.
+LEASE_MARGIN_S = 60.0
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the API layer renders: a JSON body, or SSE chunks."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    chunks: AsyncIterator[bytes] | None = None
+
+
+class Serving:
+    def __init__(
+        self,
+        calls: Calls,
+        accounting: Accounting,
+        on_finish: Callable[[CallRecord], None],
+        cache: ResponseCache | None,
+        limits: RateLimiter,
+        redis: RedisBackend | None = None,
+    ) -> None:
+        self.calls = calls
+        self.accounting = accounting
+        self._on_finish = on_finish
+        self.cache = cache
+        self.limits = limits
+        self.redis = redis
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        redis: RedisBackend | None,
+        calls: Calls,
+        accounting: Accounting,
+        on_finish: Callable[[CallRecord], None],
+    ) -> Serving:
+        lease_s = max((d.timeout_s for d in config.deployments), default=600.0) + LEASE_MARGIN_S
+        prefix = config.redis.prefix if config.redis is not None else "edgeproxy"
+        cache = open_response_cache(config.litellm.cache, redis)
+        return cls(calls, accounting, on_finish, cache, RateLimiter(redis, prefix, lease_s), redis)
+
+    async def readiness(self) -> dict[str, object]:
+        """The cache and Redis part of /health/readiness. Redis down does not make the proxy unready: it serves
+        without it (cache misses, per-process limits), so pulling every instance out of a load balancer at once
+        would turn a degraded service into an outage."""
+        report: dict[str, object] = {"cache": "not configured"}
+        if self.redis is not None:
+            up = await self.redis.ping()
+            report["redis"] = "connected" if up else "unreachable"
+            report["redis_url"] = self.redis.settings.public_url
+            if not up:
+                report["redis_error"] = self.redis.last_error
+        if self.cache is not None:
+            report["cache"] = report["redis"] if self.cache.kind == "redis" else "local"
+            report["cache_type"] = self.cache.kind
+        return report
+
+    async def answer(self, record: CallRecord, *, stream: bool, include_usage: bool) -> Answer:
+        raw_controls = record.body.pop("cache", None)
+        plan = self.cache.plan(record, raw_controls, stream=stream) if self.cache is not None else None
+        ticket = await self.limits.admit(record.principal, record.call_id)
+        handed_over = False  # a stream settles its ticket when it ends
+        try:
+            hit = await self.cache.lookup(plan) if self.cache is not None and plan is not None and plan.read else None
+            self.accounting.admit(record)
+            if hit is not None and plan is not None:
+                return self._from_cache(record, plan, hit, ticket, stream, include_usage)
+            if not stream:
+                response = await self.calls.complete(record)
+                if self.cache is not None and plan is not None and plan.write:
+                    await self.cache.put(plan, record.usage, response=response)
+                return Answer({**record.headers(), **ticket.headers}, body=dumps(response))
+            upstream = await self.calls.open_stream(record)
+            handed_over = True
+            chunks = self._relay(record, upstream, include_usage, plan, ticket)
+            return Answer({**record.headers(), **ticket.headers}, chunks=chunks)
+        except ProxyError as exc:
+            exc.headers = {**ticket.headers, **exc.headers}
+            raise
+        finally:
+            if not handed_over:
+                with trio.CancelScope(shield=True):
+                    await ticket.release(_tokens(record))
+
+    def _from_cache(
+        self, record: CallRecord, plan: CachePlan, hit: CachedAnswer, ticket: Ticket, stream: bool, include_usage: bool
+    ) -> Answer:
+        record.cache_hit = True
+        record.cache_key = plan.header_key
+        record.usage = hit.usage
+        self._on_finish(record)  # cost 0: no deployment was called
+        headers = {**record.headers(), **ticket.headers}
+        if stream:
+            return Answer(headers, chunks=replay(hit, record, include_usage))
+        return Answer(headers, body=dumps({**(hit.response or {}), "model": record.requested_model}))
+
+    async def _relay(
+        self,
+        record: CallRecord,
+        upstream: UpstreamStream,
+        include_usage: bool,
+        plan: CachePlan | None,
+        ticket: Ticket,
+    ) -> AsyncIterator[bytes]:
+        storing = self.cache is not None and plan is not None and plan.write
+        if storing:
+            record.chunks = []
+        try:
+            async with aclosing(self.calls.relay(record, upstream, include_usage)) as relayed:
+                async for data in relayed:
+                    yield data
+            # Only a stream that reached its end is worth replaying (not one cut by an error or a departed client).
+            if storing and self.cache is not None and plan is not None and record.error is None:
+                await self.cache.put(plan, record.usage, chunks=record.chunks)
+        finally:
+            with trio.CancelScope(shield=True):
+                await ticket.release(_tokens(record))
+
+
+def _tokens(record: CallRecord) -> int:
+    """What the call counts against tpm limits: a cache hit or a failed call before any usage costs nothing."""
+    if record.cache_hit or record.usage is None:
+        return 0
+    return record.usage.total_tokens

@@ -1,0 +1,200 @@
+"""Processes and measurements for the benchmarks: nginx, the drip upstream, the proxy, wrk."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+HERE = Path(__file__).resolve().parent
+PROXY_CORE, LOAD_CORE = "1", "0"
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up within {timeout_s} s")
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(url: str, connections: int, seconds: int, script: str, key: str, model: str = "bench-model") -> WrkResult:
+    env = {**os.environ, "KEY": key, "MODEL": model}
+    command = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    out = subprocess.run([*command, "-s", str(HERE / script), url], env=env, capture_output=True, text=True, check=True)
+    text = out.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return WrkResult(rps, p50, p99, int(errors.group(1)) if errors else 0)
+
+
+@contextmanager
+def start_nginx() -> Iterator[None]:
+    run = tempfile.mkdtemp(prefix="edgeproxy-nginx-")
+    conf = str(HERE / "upstream-nginx.conf")
+    subprocess.run(["taskset", "-c", LOAD_CORE, "nginx", "-c", conf, "-p", run + "/"], check=True)
+    try:
+        wait_for("http://127.0.0.1:18080/v1/models")
+        yield
+    finally:
+        subprocess.run(["nginx", "-c", conf, "-p", run + "/", "-s", "stop"], check=False)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+@contextmanager
+def start_drip(port: int) -> Iterator[None]:
+    process = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, str(HERE / "drip.py"), str(port)])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait()
+
+
+class ProxyProcess:
+    """`edgeproxy run` on a config, pinned to its own core unless pin=None."""
+
+    def __init__(self, config: dict[str, Any], work: Path, name: str, pin: str | None = PROXY_CORE, workers: int = 1):
+        self.config = config
+        self.master_key = config["general_settings"]["master_key"]
+        self.path = work / f"{name}.yaml"
+        self.path.write_text(yaml.safe_dump(config))
+        self.pin = pin
+        self.workers = workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ProxyProcess:
+        command = [sys.executable, "-m", "edgeproxy", "run", "--config", str(self.path), "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning"]
+        if self.pin is not None:
+            command = ["taskset", "-c", self.pin, *command]
+        self.process = subprocess.Popen(command, cwd=self.path.parent)
+        wait_for(self.url + "/health/liveliness")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def create_key(self, **fields: Any) -> str:
+        response = httpx.post(
+            self.url + "/key/generate",
+            json={"key_alias": f"bench-{time.monotonic_ns()}", **fields},
+            headers={"authorization": f"Bearer {self.master_key}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return str(response.json()["key"])
+
+    def rss_mib(self) -> float:
+        assert self.process is not None
+        pids = [self.process.pid, *_children(self.process.pid)]
+        total = 0
+        for pid in pids:
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+        return total / 1024
+
+    def soak(self, minutes: float) -> float:
+        """RSS growth per minute under steady load (c=8), after a one-minute warm-up."""
+        wrk(self.url + "/v1/chat/completions", 8, 60, "chat.lua", self.master_key)
+        start = self.rss_mib()
+        end_at = time.monotonic() + minutes * 60
+        while time.monotonic() < end_at:
+            wrk(self.url + "/v1/chat/completions", 8, 30, "chat.lua", self.master_key)
+        return (self.rss_mib() - start) / minutes
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+@dataclass
+class Bench:
+    runs: int
+    seconds: int
+    concurrency: tuple[int, ...]
+    figures: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, name: str, unit: str, value: float, **extra: float) -> None:
+        self.figures.append(
+            {"name": name, "unit": unit, "value": round(value, 3), **{k: round(v, 3) for k, v in extra.items()}}
+        )
+        print(f"{name}: {value:.2f} {unit}", file=sys.stderr, flush=True)
+
+    def markdown(self) -> str:
+        lines = ["| scenario | value | unit | p50 latency (ms) |", "|---|---:|---|---:|"]
+        for f in self.figures:
+            p50 = f"{f['p50_ms']:.2f}" if "p50_ms" in f else ""
+            lines.append(f"| {f['name']} | {f['value']:.2f} | {f['unit']} | {p50} |")
+        return "\n".join(lines)
+
+    @staticmethod
+    @contextmanager
+    def workdir() -> Iterator[Path]:
+        path = Path(tempfile.mkdtemp(prefix="edgeproxy-bench-"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)

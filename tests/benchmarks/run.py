@@ -1,0 +1,153 @@
+"""edgeproxy benchmarks: one command, a Markdown table on stdout and the figures as JSON.
+
+    python tests/benchmarks/run.py [--quick] [--only a,b] [--json bench.json] [--against-litellm] [--soak-minutes 10]
+
+Needs Debian's nginx-light and wrk (`apt-get install -y nginx-light wrk`). The canned upstream is nginx
+(answers at C speed: what is measured above it is the proxy); streams use drip.py (a chunk every 50 ms). The
+proxy is pinned to core 1, upstreams and wrk to core 0. Every figure is the median of 3 runs, alternating the
+sides compared. Not collected by the default test run (pyproject's addopts ignore tests/benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks.harness import (
+    HERE,
+    Bench,
+    ProxyProcess,
+    median,
+    start_drip,
+    start_nginx,
+    wrk,
+)
+from tests.benchmarks.streams import many_slow_streams, ttft
+
+CONCURRENCY = (1, 8, 32, 128)
+
+
+def config(database_url: str, *, redis: bool = False, master_key: str = "sk-bench-master") -> dict[str, Any]:
+    priced = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}
+
+    def model(name: str, api_base: str, **extra: Any) -> dict[str, Any]:
+        params = {"model": "openai/bench-model", "api_base": api_base, "api_key": "x", **extra}
+        return {"model_name": name, "litellm_params": params}
+
+    models = [
+        model("bench-model", "http://127.0.0.1:18080/v1", **priced),
+        model("bench-stream", "http://127.0.0.1:18080/stream/v1"),
+        model("bench-drip", "http://127.0.0.1:18090/v1"),
+    ]
+    general: dict[str, Any] = {"master_key": master_key, "database_url": database_url}
+    litellm: dict[str, Any] = {}
+    if redis:
+        litellm = {
+            "cache": True,
+            "cache_params": {"type": "redis", "host": "127.0.0.1", "port": 6379, "namespace": "bench"},
+        }
+    return {"model_list": models, "general_settings": general, "litellm_settings": litellm}
+
+
+def throughput(bench: Bench, label: str, proxy: ProxyProcess, key: str, script: str = "chat.lua") -> None:
+    for c in bench.concurrency:
+        runs = [wrk(proxy.url + "/v1/chat/completions", c, bench.seconds, script, key) for _ in range(bench.runs)]
+        bench.record(
+            f"throughput {label} c={c}", "req/s", median(r.rps for r in runs), p50_ms=median(r.p50_ms for r in runs)
+        )
+
+
+def scenario_latency(bench: Bench, proxy: ProxyProcess) -> None:
+    """Added latency at concurrency 1: proxy minus direct, alternating the two."""
+    direct, through = [], []
+    for _ in range(bench.runs):
+        direct.append(wrk("http://127.0.0.1:18080/v1/chat/completions", 1, bench.seconds, "chat.lua", "x"))
+        through.append(wrk(proxy.url + "/v1/chat/completions", 1, bench.seconds, "chat.lua", proxy.master_key))
+    bench.record("added latency p50 (c=1)", "ms", median(t.p50_ms for t in through) - median(d.p50_ms for d in direct))
+    bench.record("added latency p99 (c=1)", "ms", median(t.p99_ms for t in through) - median(d.p99_ms for d in direct))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 run of 3 s each instead of 3 of 10 s")
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--json", default="bench-results.json", help="where to write the figures")
+    parser.add_argument("--against-litellm", action="store_true", help="also run LiteLLM (if installed)")
+    parser.add_argument("--soak-minutes", type=float, default=0, help="memory soak length (0: skip)")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"benchmarks need {tool}: apt-get install -y nginx-light wrk", file=sys.stderr)
+            return 2
+    bench = Bench(runs=1 if args.quick else 3, seconds=3 if args.quick else 10, concurrency=CONCURRENCY)
+    wanted = {s for s in args.only.split(",") if s}
+
+    def want(name: str) -> bool:
+        return not wanted or name in wanted
+
+    with start_nginx(), start_drip(18090), Bench.workdir() as work:
+        sqlite = f"sqlite:///{work}/bench.db"
+        with ProxyProcess(config(sqlite), work, "master") as proxy:
+            bench.record("idle memory (RSS after start)", "MiB", proxy.rss_mib())
+            if want("latency"):
+                scenario_latency(bench, proxy)
+            if want("master"):
+                throughput(bench, "master key", proxy, proxy.master_key)
+            if want("virtual"):
+                key = proxy.create_key()
+                throughput(bench, "virtual key + spend, SQLite", proxy, key)
+            if want("streams"):
+                bench.record("added time to first token (drip upstream)", "ms", ttft(proxy, bench.runs))
+                stalls = many_slow_streams(proxy, 1000)
+                bench.record("1000 slow streams: worst gap between chunks", "ms", stalls["worst_gap_ms"])
+                bench.record("1000 slow streams: proxy RSS", "MiB", stalls["rss_mib"])
+                bench.record("1000 slow streams: completed", "streams", stalls["completed"])
+            if want("soak") and args.soak_minutes:
+                bench.record("soak memory growth", "MiB/min", proxy.soak(args.soak_minutes))
+        if want("postgres"):
+            from tests.storage.pg import temporary_pg_url
+
+            with temporary_pg_url() as url, ProxyProcess(config(url), work, "postgres") as proxy:
+                throughput(bench, "virtual key + spend, PostgreSQL", proxy, proxy.create_key())
+        if want("redis"):
+            with ProxyProcess(config(sqlite, redis=True), work, "redis") as proxy:
+                key = proxy.create_key(rpm_limit=10_000_000, tpm_limit=10_000_000_000)
+                throughput(bench, "virtual key + Redis limits + cache misses", proxy, key, "chat_unique.lua")
+                hits = [
+                    wrk(proxy.url + "/v1/chat/completions", 1, bench.seconds, "chat.lua", key)
+                    for _ in range(bench.runs)
+                ]
+                bench.record("cache hit latency p50 (c=1)", "ms", median(h.p50_ms for h in hits))
+        if want("workers"):
+            one = ProxyProcess(config(sqlite), work, "w1", pin=None)
+            two = ProxyProcess(config(sqlite), work, "w2", pin=None, workers=2)
+            results: dict[str, list[float]] = {"1": [], "2": []}
+            for _ in range(bench.runs):
+                for name, proc in (("1", one), ("2", two)):
+                    with proc:
+                        results[name].append(
+                            wrk(proc.url + "/v1/chat/completions", 64, bench.seconds, "chat.lua", proc.master_key).rps
+                        )
+            bench.record("--workers 1 (unpinned, c=64)", "req/s", median(results["1"]))
+            bench.record("--workers 2 (unpinned, c=64)", "req/s", median(results["2"]))
+            bench.record("--workers 2 / --workers 1", "x", median(results["2"]) / median(results["1"]))
+        if args.against_litellm:
+            from tests.benchmarks.litellm_side import compare
+
+            compare(bench, work, config(sqlite))
+    print(bench.markdown())
+    Path(args.json).write_text(json.dumps(bench.figures, indent=2))
+    print(f"\nfigures written to {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(HERE)
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The hot path's Redis budget, counted by a private redis-server: one script call for limits, one GET."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import redis
+
+from tests.e2e.conftest import create_key, openai_model, running_proxy
+from tests.e2e.redis_support import new_space, private_redis, redis_config
+from tests.fakes import FakeUpstream
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
+]
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "count my round trips"}]}
+
+
+# Commands the rate-limit scripts run inside Redis (counted by commandstats, but no round trip of ours).
+IN_SCRIPTS = {"time", "hgetall", "hdel", "hincrby", "expire", "zremrangebyscore", "zcard", "zadd", "pexpire", "zrem"}
+
+
+def round_trips(client: redis.Redis) -> dict[str, int]:
+    """Commands received since the last reset, without those run by scripts and the reset itself."""
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(values["calls"]) for name, values in stats.items()}
+    return {name: n for name, n in calls.items() if name not in IN_SCRIPTS and name != "config|resetstat"}
+
+
+async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream) -> None:
+    with private_redis() as server, redis.Redis(port=server.port) as client:
+        config = redis_config([openai_model("m", fake)], new_space(server.url))
+        url = config.general.database_url
+        assert url is not None
+        rpm_only = create_key(url, "sk-round-trips-rpm-0001", rpm_limit=100)
+        with_tpm = create_key(url, "sk-round-trips-tpm-0001", rpm_limit=100, tpm_limit=10_000)
+        async with running_proxy(config) as proxy, proxy.client(rpm_only) as first, proxy.client(with_tpm) as second:
+            await first.post("/v1/chat/completions", json=CHAT)  # the miss that fills the cache
+            await second.post("/v1/chat/completions", json={**CHAT, "user": "warm"})  # a hit: loads the admit script
+            await second.post("/v1/chat/completions", json={**CHAT, "n": 1})  # a miss: loads the settle script
+            client.config_resetstat()
+            hit = await first.post("/v1/chat/completions", json=CHAT)
+            rpm_only_hit = round_trips(client)
+            client.config_resetstat()
+            await second.post("/v1/chat/completions", json=CHAT)
+            tpm_hit = round_trips(client)
+            client.config_resetstat()
+            await second.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "new"}]})
+            tpm_miss = round_trips(client)
+    assert "x-litellm-cache-key" in hit.headers
+    assert rpm_only_hit == {"evalsha": 1, "get": 1}
+    assert tpm_hit == {"evalsha": 1, "get": 1}  # a hit uses no tokens: nothing to settle afterwards
+    assert tpm_miss == {"evalsha": 2, "get": 1, "set": 1}  # admit, lookup, store, then count the call's tokens
