@@ -72,14 +72,22 @@ class _DrainTracker:
             await self._idle.wait()
 
 
+# The same signal often arrives twice: systemd signals every process of the unit, a PyInstaller binary's
+# launcher forwards what it receives, a terminal's Ctrl-C reaches every worker and their parent. Only a signal
+# sent again after this long means "stop now, do not wait for in-flight requests".
+REPEAT_SIGNAL_WINDOW_S = 1.0
+
+
 async def _watch_signals(stop: trio.Event, cancel: trio.CancelScope) -> None:
+    first_at: float | None = None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            if not stop.is_set():
+            if first_at is None:
+                first_at = trio.current_time()
                 log.info("received %s: draining in-flight requests", signal.Signals(signum).name)
                 stop.set()
-            else:
-                log.warning("second signal: stopping now")
+            elif trio.current_time() - first_at >= REPEAT_SIGNAL_WINDOW_S:
+                log.warning("signal received again: stopping now (spend is still flushed)")
                 cancel.cancel()
 
 

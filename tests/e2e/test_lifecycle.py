@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 import yaml
 
@@ -52,7 +53,9 @@ async def _wait_until_serving(url: str) -> None:
                 await trio.sleep(0.05)
 
 
-async def test_sigterm_drains_in_flight_requests(fake: FakeUpstream, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signals", [1, 2], ids=["once", "twice-at-once"])
+async def test_sigterm_drains_in_flight_requests(fake: FakeUpstream, tmp_path: Path, signals: int) -> None:
+    # Twice at once is what systemd (every process of the unit) or a frozen binary's launcher delivers.
     fake.reply_text = "slow but complete answer here"
     fake.chunk_delay_s = 0.3
     config = {
@@ -87,7 +90,8 @@ async def test_sigterm_drains_in_flight_requests(fake: FakeUpstream, tmp_path: P
                 lines = response.aiter_lines()
                 first = await lines.__anext__()
                 assert first.startswith("data: ")
-                process.send_signal(signal.SIGTERM)
+                for _ in range(signals):
+                    process.send_signal(signal.SIGTERM)
                 rest = [line async for line in lines]
         assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
         with trio.fail_after(20):
