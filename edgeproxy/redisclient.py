@@ -21,21 +21,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import redis
 import trio
-from redis.backoff import NoBackoff
-from redis.commands.core import Script
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from edgeproxy.redisconfig import RedisSettings
 
+if TYPE_CHECKING:
+    import redis
+    from redis.commands.core import Script
+
+    Client = redis.Redis
+else:
+    Client = Any
+    Script = Any
+
 T = TypeVar("T")
-Client = redis.Redis
 log = logging.getLogger("edgeproxy.redis")
 
 RETRY_INTERVAL_S = 1.0
@@ -60,6 +61,16 @@ class RedisBackend:
         log_interval_s: float = LOG_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # redis is imported only when a Redis is configured: a proxy without one saves its 6 MiB of memory.
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+        from redis.retry import Retry
+
+        self._unreachable_errors: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+        self._redis_error: type[BaseException] = RedisError
         self.settings = settings
         self._retry_interval_s = retry_interval_s
         self._log_interval_s = log_interval_s
@@ -132,10 +143,10 @@ class RedisBackend:
             self._next_attempt = self._clock() + self._retry_interval_s  # one caller tries; the others fail fast
         try:
             result = await trio.to_thread.run_sync(fn, self.client, limiter=self._limiter)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except self._unreachable_errors as exc:
             self._mark_down(exc)
             raise RedisUnavailable(f"Redis is unreachable ({self.last_error})") from None
-        except RedisError as exc:
+        except self._redis_error as exc:
             # It answered, with an error (out of memory, wrong type...): up, but this call failed.
             self._mark_up()
             raise RedisUnavailable(f"Redis refused the command: {exc}") from None
@@ -193,7 +204,7 @@ class RedisBackend:
                     )
                     if message is not None and message.get("type") == "message":
                         _deliver(handlers, message)
-            except (RedisError, OSError) as exc:
+            except (self._redis_error, OSError) as exc:
                 self._mark_down(exc)
                 on_lost()
             finally:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import exc as sa_exc
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "Conflict",
@@ -68,7 +72,7 @@ def translate_error(error: BaseException, database: str) -> StorageError | None:
     if isinstance(error, sa_exc.DBAPIError):
         orig = error.orig if error.orig is not None else error
         return _from_driver(orig, database, invalidated=error.connection_invalidated)
-    if isinstance(error, psycopg.Error | sqlite3.Error):
+    if isinstance(error, _psycopg_error() | sqlite3.Error):
         return _from_driver(error, database, invalidated=False)
     if isinstance(error, sa_exc.SQLAlchemyError):
         return StorageError(f"{database}: {error}")
@@ -89,13 +93,27 @@ def translating_errors(database: str) -> Iterator[None]:
 
 def _from_driver(orig: BaseException, database: str, *, invalidated: bool) -> StorageError:
     message = _first_line(orig)
-    if isinstance(orig, psycopg.Error):
+    if isinstance(orig, _psycopg_error()):
         return _from_psycopg(orig, message, database, invalidated)
     if isinstance(orig, sqlite3.Error):
         return _from_sqlite(orig, message, database)
     if invalidated:
         return StorageUnavailable(f"lost the connection to {database}: {message}")
     return StorageError(f"{database}: {message}")
+
+
+def _psycopg_error() -> type[Any]:
+    """psycopg's base error if the driver is loaded; a class nothing is an instance of otherwise.
+
+    psycopg is imported only with a PostgreSQL URL: an SQLite-only proxy saves its 9 MiB of memory, and a
+    psycopg error cannot exist without it.
+    """
+    module = sys.modules.get("psycopg")
+    return module.Error if module is not None else _NeverRaised
+
+
+class _NeverRaised(Exception):
+    pass
 
 
 def _from_psycopg(orig: psycopg.Error, message: str, database: str, invalidated: bool) -> StorageError:
@@ -110,8 +128,8 @@ def _from_psycopg(orig: psycopg.Error, message: str, database: str, invalidated:
     unavailable = not state or state.startswith(_PG_UNAVAILABLE_PREFIXES)
     if (
         invalidated
-        or isinstance(orig, psycopg.InterfaceError)
-        or (isinstance(orig, psycopg.OperationalError) and unavailable)
+        or isinstance(orig, sys.modules["psycopg"].InterfaceError)
+        or (isinstance(orig, sys.modules["psycopg"].OperationalError) and unavailable)
     ):
         return StorageUnavailable(f"cannot use database {database}: {message}")
     return StorageError(f"{database}: {message}")

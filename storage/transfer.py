@@ -23,8 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -247,6 +245,10 @@ def _opened_backup(path: Path) -> Iterator[Storage]:
 
 
 def _backup_revision(path: Path) -> str:
+    # Imported here: the server imports this module through the CLI, and Alembic is worth 11 MiB of memory.
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     with _read_only(path) as storage:
         try:
             with storage.engine.connect() as connection:

@@ -121,3 +121,9 @@ def test_database_from_a_newer_version_is_refused(storage: Storage) -> None:
 def test_unmigrated_database_gives_a_clear_error(database_url: str) -> None:
     with Storage.open(database_url) as storage, pytest.raises(StorageError, match="run the migrations"):
         storage.keys.get(TOKEN)
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    from storage.migrate import HEAD_REVISION
+
+    assert Storage.head_revision() == HEAD_REVISION
