@@ -8,6 +8,7 @@ flushes what must not be lost.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -139,6 +140,11 @@ async def serve(
             nursery.cancel_scope.cancel()
 
         binds = await nursery.start(serve_http)
+        # Everything built so far lives as long as the process: move it out of the collector's sight, so full
+        # collections walk only per-request garbage, not every imported module's objects (p99 at c=1 measured
+        # 12.6/16.0 ms without, 6.7/8.1 ms with, alternating runs).
+        gc.collect()
+        gc.freeze()
         log.info("edgeproxy listening on %s", ", ".join(binds))
         task_status.started(binds)
 
