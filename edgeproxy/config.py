@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from edgeproxy.opsconfig import OpsSettings, parse_ops
 from edgeproxy.redisconfig import RedisSettings, resolve_redis
 
 log = logging.getLogger("edgeproxy.config")
@@ -27,6 +28,7 @@ log = logging.getLogger("edgeproxy.config")
 DEFAULT_TIMEOUT_S = 600.0
 # Ollama may need minutes to load a model before the first byte: the stream deadline must allow for it.
 DEFAULT_STREAM_TIMEOUT_S = 300.0
+DEFAULT_MAX_CONNECTIONS = 1000
 PROVIDERS = ("openai", "ollama", "ollama_chat", "anthropic", "moonshot", "deepseek", "mock")
 DEFAULT_API_BASES = {
     "openai": "https://api.openai.com/v1",
@@ -119,7 +121,8 @@ class Deployment:
     max_tokens: int | None = None
     input_cost_per_token: float | None = None
     output_cost_per_token: float | None = None
-    max_connections: int = 100
+    # Streams hold a connection for their whole length: a pool of 100 made the 101st concurrent stream wait.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     # Other litellm_params (keep_alive, api_version, mock_response, extra headers...), passed to providers.
     params: Mapping[str, Any] = field(default_factory=dict)
     model_info: Mapping[str, Any] = field(default_factory=dict)
@@ -210,6 +213,7 @@ class GeneralSettings:
     shutdown_grace_s: float = 30.0
     spend_journal: str | None = None  # default: beside the SQLite file, else in the working directory
     budget_reset_interval_s: float = 60.0
+    ops: OpsSettings = field(default_factory=OpsSettings)  # metrics, logs, alerts (opsconfig.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +376,7 @@ def _deployment(raw: Any, index: int, router: RouterSettings) -> Deployment:
         max_tokens=params.get("max_tokens", as_int),
         input_cost_per_token=params.get("input_cost_per_token", as_number),
         output_cost_per_token=params.get("output_cost_per_token", as_number),
-        max_connections=params.get("max_connections", lambda v, p: as_int(v, p, minimum=1), 100),
+        max_connections=params.get("max_connections", lambda v, p: as_int(v, p, minimum=1), DEFAULT_MAX_CONNECTIONS),
         params={k: v for k, v in params.raw.items() if k not in typed and v is not None},
         model_info=model_info,
     )
@@ -475,7 +479,7 @@ def _general(raw: Any, env: Mapping[str, str]) -> GeneralSettings:
         "proxy_budget_rescheduler_min_time", "proxy_budget_rescheduler_max_time", "disable_reset_budget",
         "ui_access_mode", "litellm_key_header_name", "alerting_args", "store_prompts_in_spend_logs",
         "metrics_require_auth", "log_format", "log_level", "webhook_url", "spend_journal",
-        "budget_reset_interval",
+        "budget_reset_interval", "alerting_webhook_url", "max_stored_prompt_chars", "metrics_per_key",
     )  # fmt: skip
     c = _Checker(raw, "general_settings", known)
     master_key = c.get("master_key", as_str) or env.get("EDGEPROXY_MASTER_KEY") or env.get("LITELLM_MASTER_KEY")
@@ -501,6 +505,7 @@ def _general(raw: Any, env: Mapping[str, str]) -> GeneralSettings:
         shutdown_grace_s=c.get("shutdown_grace", as_number, 30.0),
         spend_journal=c.get("spend_journal", as_str),
         budget_reset_interval_s=c.get("budget_reset_interval", lambda v, p: as_number(v, p, minimum=0.01), 60.0),
+        ops=parse_ops(c.raw, env),
     )
 
 

@@ -107,6 +107,7 @@ def main() -> int:
                 bench.record("added time to first token (drip upstream)", "ms", ttft(proxy, bench.runs))
                 stalls = many_slow_streams(proxy, 1000)
                 bench.record("1000 slow streams: worst gap between chunks", "ms", stalls["worst_gap_ms"])
+                bench.record("1000 slow streams: median time to first byte", "ms", stalls["first_byte_p50_ms"])
                 bench.record("1000 slow streams: proxy RSS", "MiB", stalls["rss_mib"])
                 bench.record("1000 slow streams: completed", "streams", stalls["completed"])
             if want("soak") and args.soak_minutes:
