@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from edgeproxy.calllog import CallLine, call_fields, stored_exchange
 from edgeproxy.calls import CallRecord, prompt_text
 from edgeproxy.config import Config
+from edgeproxy.metrics import Metrics
 from edgeproxy.pricing import Pricing
 from edgeproxy.providers.base import CallType, estimate_tokens
 from edgeproxy.spend import BudgetLedger, Reservation, SpendWriter
@@ -18,11 +20,26 @@ DEFAULT_RESERVED_OUTPUT_TOKENS = 4096
 
 
 class Accounting:
-    def __init__(self, config: Config, pricing: Pricing, ledger: BudgetLedger, writer: SpendWriter) -> None:
+    def __init__(
+        self,
+        config: Config,
+        pricing: Pricing,
+        ledger: BudgetLedger,
+        writer: SpendWriter,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._config = config
         self.pricing = pricing
         self.ledger = ledger
         self.writer = writer
+        self.metrics = metrics
+        self._groups = config.model_groups
+        ops = config.general.ops
+        self._prompt_chars = ops.max_stored_prompt_chars if ops.store_prompts_in_spend_logs else None
+
+    def use_config(self, config: Config) -> None:
+        """A reloaded model_list: estimates use its prices from now on."""
+        self._config = config
         self._groups = config.model_groups
 
     def estimate(self, record: CallRecord) -> float:
@@ -55,7 +72,10 @@ class Accounting:
         reservation = record.reservation if isinstance(record.reservation, Reservation) else None
         if reservation is not None:
             self.ledger.settle(reservation, record.cost)
-        self._log(record)
+        if self.metrics is not None:
+            self.metrics.observe_call(record)
+        if log.isEnabledFor(logging.INFO):
+            log.info(CallLine(call_fields(record)))
         if self._config.general.track_spend:
             self.writer.submit(self._spend_record(record))
 
@@ -83,20 +103,6 @@ class Accounting:
             status=record.status,
             error=record.error,
             estimated=bool(usage and usage.estimated),
-        )
-
-    def _log(self, record: CallRecord) -> None:
-        usage = record.usage
-        log.info(
-            "call %s %s key=%s user=%s team=%s group=%s deployment=%s status=%s tokens=%s cost=%.6f",
-            record.call_id,
-            record.call_type.value,
-            record.principal.key_alias or ("master" if record.principal.is_master else "-"),
-            record.principal.user_id or "-",
-            record.principal.team_id or "-",
-            record.model_group,
-            record.deployment.deployment_id if record.deployment else ("cache" if record.cache_hit else "-"),
-            record.status,
-            f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-",
-            record.cost,
+            # Opt-in (store_prompts_in_spend_logs): the prompt and the answer, each cut to max_stored_prompt_chars.
+            metadata=stored_exchange(record, self._prompt_chars) if self._prompt_chars is not None else {},
         )

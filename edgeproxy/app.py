@@ -10,7 +10,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edgeproxy import ui
-from edgeproxy.api import cache, health, keys, llm, models, spend, teams, users
+from edgeproxy.api import cache, health, keys, llm, metrics, models, spend, teams, users
 from edgeproxy.errors import InvalidRequestError, NotFoundError, ProxyError, RequestTooLargeError
 from edgeproxy.gateway import Gateway
 
@@ -41,7 +41,7 @@ def create_app(gw: Gateway) -> QuartTrio:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     admin = (keys.blueprint, users.blueprint, teams.blueprint, cache.blueprint)
-    for blueprint in (llm.blueprint, models.blueprint, health.blueprint, spend.blueprint, *admin):
+    for blueprint in (llm.blueprint, models.blueprint, health.blueprint, spend.blueprint, metrics.blueprint, *admin):
         app.register_blueprint(blueprint)
     app.register_blueprint(ui.blueprint)  # the admin web page at /ui
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edgeproxy.aliases import AliasMap
 from edgeproxy.errors import AuthenticationError, PermissionDeniedError
 
 # COMPAT.md: Authorization first, then LiteLLM's own header, then the Anthropic/Azure style ones.
@@ -56,6 +57,8 @@ class Principal:
     team_id: str | None = None
     user_role: str | None = None
     models: frozenset[str] | None = None  # None: every model
+    # Model aliases in effect: key over team over the config's (edgeproxy/aliases.py); None: the config's alone.
+    aliases: AliasMap | None = field(default=None, repr=False)
     # The stored rows behind a virtual key (budgets, limits, metadata); None for the master key.
     key: Mapping[str, Any] | None = field(default=None, repr=False)
     user: Mapping[str, Any] | None = field(default=None, repr=False)

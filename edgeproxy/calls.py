@@ -62,6 +62,9 @@ class CallRecord:
     cache_hit: bool = False  # answered from the response cache (cost 0, no deployment)
     cache_key: str | None = None  # x-litellm-cache-key on a hit
     chunks: list[dict[str, Any]] | None = None  # a stream's chunks, kept when its answer will be cached
+    # The answer (response dict, cached chunks or a stream's translator), by reference: read only when prompts
+    # and responses are stored in spend logs (edgeproxy/calllog.py).
+    output: Any = None
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -150,6 +153,7 @@ class Calls:
         response["model"] = record.requested_model
         if record.call_type is not CallType.EMBEDDING:
             self._router.record_tokens(routed.deployment, usage.total_tokens)
+        record.output = response
         self._on_finish(record)
         return response
 
@@ -198,6 +202,7 @@ class Calls:
                         record.error = "client disconnected"
                 if record.deployment is not None and record.call_type is not CallType.EMBEDDING:
                     self._router.record_tokens(record.deployment, record.usage.total_tokens)
+                record.output = stream.translator
                 self._on_finish(record)
 
 

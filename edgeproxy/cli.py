@@ -34,14 +34,26 @@ def cli() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes sharing the port.")
 @click.option(
     "--log-level",
-    default="info",
-    show_default=True,
+    default=None,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Log level (default: general_settings.log_level, else info).",
 )
-def run(config_path: str, host: str, port: int, workers: int, log_level: str) -> None:
-    """Serve the proxy until SIGTERM or Ctrl-C (in-flight requests are drained first)."""
-    _setup_logging(log_level)
+@click.option(
+    "--log-format",
+    default=None,
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="One line per request and event, as text or JSON (default: general_settings.log_format, else text).",
+)
+def run(config_path: str, host: str, port: int, workers: int, log_level: str | None, log_format: str | None) -> None:
+    """Serve the proxy until SIGTERM or Ctrl-C (in-flight requests are drained first); SIGHUP reloads models."""
+    _setup_logging(log_level or "info")
     config = load(config_path)
+    from edgeproxy.calllog import setup_logging
+
+    # Now that the config is read: its log_level and log_format, unless given on the command line.
+    log_level = (log_level or config.general.ops.log_level or "info").lower()
+    log_format = (log_format or config.general.ops.log_format).lower()
+    setup_logging(log_level, log_format)
     if not config.general.master_key:
         raise CliError(
             "general_settings.master_key is not set: set it in the config or export LITELLM_MASTER_KEY=sk-...",
@@ -58,7 +70,7 @@ def run(config_path: str, host: str, port: int, workers: int, log_level: str) ->
         return
     if port == 0:
         raise CliError("--workers needs a fixed --port (the workers share it)", exit_code=2)
-    sys.exit(server.run_workers(config, host, port, workers, log_level))
+    sys.exit(server.run_workers(config, host, port, workers, log_level, log_format))
 
 
 @cli.group("config")

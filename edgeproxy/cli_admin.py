@@ -20,6 +20,7 @@ from edgeproxy.admin import teams as admin_teams
 from edgeproxy.admin import text
 from edgeproxy.admin import users as admin_users
 from edgeproxy.admin.fields import query_int
+from edgeproxy.aliases import ModelCatalog
 from edgeproxy.cli_common import CliError, config_option, load
 from edgeproxy.config import Config
 from edgeproxy.errors import ProxyError
@@ -51,12 +52,12 @@ def _errors() -> Iterator[None]:
         raise CliError(str(error), 2) from None
 
 
-def known_models(config: Config) -> list[str]:
-    return list(config.model_groups) + list(config.router.model_group_alias)
+def known_models(config: Config) -> ModelCatalog:
+    return ModelCatalog(config.model_groups, config.router.model_group_alias)
 
 
 @contextmanager
-def _session(config_path: str) -> Iterator[tuple[Storage, list[str]]]:
+def _session(config_path: str) -> Iterator[tuple[Storage, ModelCatalog]]:
     """The storage the config names (migrated, as `run` would) and the model names keys may be limited to."""
     from edgeproxy.gateway import open_storage  # see _errors: loaded only when a command runs
 
@@ -96,6 +97,10 @@ key_options = _apply(
     click.option("--user-id", help="The owning user (created if unknown)."),
     click.option("--team-id", help="The owning team (must exist)."),
     click.option("--soft-budget", help="Spend in USD at which to warn."),
+    click.option(
+        "--aliases",
+        help="Model aliases for this key, a JSON object: '{\"gpt-4o\": \"qwen-dell\"}' ('{}' removes them).",
+    ),
 )
 
 
@@ -307,7 +312,14 @@ def users_delete(config_path: str, user_ids: tuple[str, ...], as_json: bool) -> 
 
 # ---------------------------------------------------------------- teams
 
-team_options = _apply(limit_options, click.option("--alias", "team_alias", help="A unique, readable name."))
+team_options = _apply(
+    limit_options,
+    click.option("--alias", "team_alias", help="A unique, readable name."),
+    click.option(
+        "--model-aliases",
+        help="Model aliases for the team's keys, a JSON object: '{\"gpt-4o\": \"qwen-dell\"}' ('{}' removes them).",
+    ),
+)
 
 
 @click.group("teams")

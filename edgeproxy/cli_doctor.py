@@ -15,7 +15,7 @@ import os
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from urllib.parse import unquote, urlsplit
 
 import click
@@ -199,10 +199,12 @@ def _revision_check(name: str, current: str | None) -> Check:
 
 
 _REDIS_FIXES = {
-    "cache_params": "litellm_settings.cache_params (host, port, password or url)",
+    "cache_params": "litellm_settings.cache_params (host, port, password, url, sentinel_nodes or redis_startup_nodes)",
     "router_settings": "router_settings.redis_host, redis_port and redis_password",
     "REDIS_URL": "the REDIS_URL environment variable",
     "REDIS_HOST": "the REDIS_HOST, REDIS_PORT and REDIS_PASSWORD environment variables",
+    "REDIS_SENTINEL_NODES": "the REDIS_SENTINEL_NODES, REDIS_SERVICE_NAME and REDIS_SENTINEL_PASSWORD variables",
+    "REDIS_CLUSTER_NODES": "the REDIS_CLUSTER_NODES and REDIS_PASSWORD environment variables",
 }
 
 
@@ -213,22 +215,22 @@ def _check_redis(config: Config) -> Check | None:
         return None
     import redis
 
+    from edgeproxy.redistopology import RedisConnection  # one server, Sentinel or a cluster, as `run` connects
+
     where = f"{settings.public_url} (from {settings.source})"
     settings_to_fix = _REDIS_FIXES.get(settings.source, settings.source)
     try:
-        client = redis.Redis.from_url(
-            settings.url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-        )
+        connection = RedisConnection(replace(settings, socket_timeout_s=REDIS_TIMEOUT_S), max_connections=1)
     except ValueError as error:
         return Check("redis", FAIL, f"{where}: {error}", f"correct {settings_to_fix}")
     try:
-        client.ping()
+        connection.client().ping()
     except redis.AuthenticationError as error:
         return Check("redis", FAIL, f"{where}: {error}", f"check the password in {settings_to_fix}")
-    except redis.RedisError as error:
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as error:
         return Check("redis", FAIL, f"{where}: {error}", f"start Redis there, or correct {settings_to_fix}")
     finally:
-        client.close()
+        connection.close()
     return Check("redis", OK, f"{where}: PING answered")
 
 
@@ -312,7 +314,7 @@ def _upstream_failure(name: str, deployment: Deployment, error: BaseException | 
 
 def _secrets(config: Config) -> list[str]:
     found = [deployment.api_key for deployment in config.deployments]
-    found += [config.general.master_key, config.litellm.cache.password]
+    found += [config.general.master_key, config.litellm.cache.password, *(config.redis.secrets if config.redis else ())]
     for url in (config.general.database_url, config.redis.url if config.redis else None):
         password = urlsplit(url).password if url else None
         found += [password, unquote(password)] if password else []

@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from edgeproxy.aliases import AliasMap
 from edgeproxy.auth import Principal, hash_key
 from edgeproxy.db import Db
 from edgeproxy.errors import AuthenticationError, ServiceUnavailableError
@@ -46,17 +47,27 @@ def load_bundle(storage: Storage, token: str) -> KeyBundle:
     return KeyBundle(key, user, team, member)
 
 
-def allowed_models(*lists: Any) -> frozenset[str] | None:
-    """Key models ∩ team models ∩ user models; an empty list (or all-proxy-models) allows everything."""
+def allowed_models(*lists: Any, configured: AliasMap | None = None) -> frozenset[str] | None:
+    """Key models ∩ team models ∩ user models; an empty list (or all-proxy-models) allows everything.
+
+    A name in a list that is one of the config's aliases stands for its target group: access is decided on
+    groups (aliases.py). Only the config's aliases count here, never a key's or team's own, which would let
+    whoever sets those widen a list an admin set.
+    """
     allowed: frozenset[str] | None = None
     for models in lists:
         if not models or any(m in ALL_MODELS for m in models):
             continue
-        allowed = frozenset(models) if allowed is None else allowed & frozenset(models)
+        groups = frozenset(models) if configured is None else frozenset(configured.resolve(m) for m in models)
+        allowed = groups if allowed is None else allowed & groups
     return allowed
 
 
-def principal_for(bundle: KeyBundle, now: datetime) -> Principal:
+def principal_for(
+    bundle: KeyBundle, now: datetime, aliases: AliasMap | None = None, configured: AliasMap | None = None
+) -> Principal:
+    """The caller behind a key, or 401. `aliases`: the key's effective alias map (`effective_aliases`);
+    `configured`: the config's alone (what allow-lists may name)."""
     key, user, team = bundle.key, bundle.user, bundle.team
     if key is None:
         raise AuthenticationError("invalid API key")
@@ -77,7 +88,10 @@ def principal_for(bundle: KeyBundle, now: datetime) -> Principal:
         user_id=key.get("user_id"),
         team_id=key.get("team_id"),
         user_role=(user or {}).get("user_role"),
-        models=allowed_models(key.get("models"), (team or {}).get("models"), (user or {}).get("models")),
+        models=allowed_models(
+            key.get("models"), (team or {}).get("models"), (user or {}).get("models"), configured=configured
+        ),
+        aliases=aliases,
         key=key,
         user=user,
         team=team,
@@ -85,17 +99,30 @@ def principal_for(bundle: KeyBundle, now: datetime) -> Principal:
     )
 
 
+def effective_aliases(bundle: KeyBundle, configured: AliasMap) -> AliasMap:
+    """Key aliases over team model_aliases over the config's model_group_alias."""
+    return configured.overridden_by((bundle.team or {}).get("model_aliases"), (bundle.key or {}).get("aliases"))
+
+
 @dataclass(slots=True)
 class _Entry:
     bundle: KeyBundle
     loaded_at: float
+    aliases: AliasMap  # merged once per load, not per request
 
 
 class KeyAuth:
-    def __init__(self, db: Db, ttl_s: float, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        db: Db,
+        ttl_s: float,
+        now: Callable[[], datetime] | None = None,
+        aliases: AliasMap | None = None,
+    ) -> None:
         self._db = db
         self._ttl_s = ttl_s
         self._now = now or (lambda: datetime.now(UTC))
+        self.aliases = aliases or AliasMap()  # the config's model_group_alias
         self._entries: dict[str, _Entry] = {}
         self.loads = 0  # database round trips made for keys (tests show the hot path makes none)
 
@@ -106,7 +133,8 @@ class KeyAuth:
         ttl = self._ttl_s if entry and entry.bundle.key is not None else NEGATIVE_TTL_S
         if entry is None or (age is not None and age > ttl):
             entry = await self._load(token, entry)
-        return principal_for(entry.bundle, self._now())
+        configured = self.aliases if self.aliases.targets else None  # most configs have none: skip the lookups
+        return principal_for(entry.bundle, self._now(), entry.aliases, configured)
 
     async def _load(self, token: str, stale: _Entry | None) -> _Entry:
         self.loads += 1
@@ -117,7 +145,7 @@ class KeyAuth:
                 log.warning("database unavailable: serving a cached key past its refresh time")
                 return stale
             raise
-        entry = _Entry(bundle, trio.current_time())
+        entry = _Entry(bundle, trio.current_time(), effective_aliases(bundle, self.aliases))
         self._entries[token] = entry
         return entry
 

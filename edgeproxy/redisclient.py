@@ -2,16 +2,17 @@
 
 `redis.asyncio` does not run under trio (DESIGN.md), so every call runs in a thread through
 `trio.to_thread.run_sync` under a limiter of our own sized to the connection pool: trio's default limiter is
-shared with DNS lookups, and a stalled Redis must not hold up new upstream connections. The pool blocks rather
-than opening more connections, and has one spare connection for the pub/sub listener, which never takes a
-place under the limiter.
+shared with DNS lookups, and a stalled Redis must not hold up new upstream connections. The pool (per node, in a
+cluster) is the limiter's size plus one spare connection for the pub/sub listener, which never takes a place
+under the limiter, so calls never wait for a connection nor open more.
 
 Redis is an accelerator, never a dependency: when it does not answer, `run` raises `RedisUnavailable` and the
 caller falls back (cache miss, per-process limits). While it is down only one call per `retry_interval_s`
 tries it (the rest fail at once, so requests do not each wait for a connect timeout); the first success marks
 it up again. The outage is logged when it starts, then at most once per `log_interval_s`, and when it ends.
 
-This is the only module that imports redis.
+With redistopology.py (which builds the client for one server, Sentinel or a cluster), this is the only module
+that imports redis.
 """
 
 from __future__ import annotations
@@ -26,14 +27,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import trio
 
 from edgeproxy.redisconfig import RedisSettings
+from edgeproxy.redistopology import Client, RedisConnection
 
 if TYPE_CHECKING:
-    import redis
     from redis.commands.core import Script
-
-    Client = redis.Redis
 else:
-    Client = Any
     Script = Any
 
 T = TypeVar("T")
@@ -62,31 +60,24 @@ class RedisBackend:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # redis is imported only when a Redis is configured: a proxy without one saves its 6 MiB of memory.
-        import redis
-        from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
         from redis.exceptions import TimeoutError as RedisTimeoutError
-        from redis.retry import Retry
 
-        self._unreachable_errors: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+        # RedisClusterException is no RedisError: the cluster client raises it when no node answers.
+        self._unreachable_errors: tuple[type[BaseException], ...] = (
+            RedisConnectionError,
+            RedisTimeoutError,
+            RedisClusterException,
+            OSError,
+        )
         self._redis_error: type[BaseException] = RedisError
         self.settings = settings
         self._retry_interval_s = retry_interval_s
         self._log_interval_s = log_interval_s
         self._clock = clock
-        timeout = settings.socket_timeout_s
-        self._pool = redis.BlockingConnectionPool.from_url(
-            settings.url,
-            max_connections=settings.max_connections + 1,  # + the pub/sub listener's own connection
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One immediate retry on a broken connection (a pooled one from before a Redis restart), no backoff:
-            # redis-py's default client retries 10 times with sleeps, which would stall requests for seconds.
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
-        self.client: Client = redis.Redis(connection_pool=self._pool)
+        # One server, Sentinel or a cluster (redistopology.py); + 1 connection for the pub/sub listener.
+        self._connection = RedisConnection(settings, max_connections=settings.max_connections + 1)
         self._limiter = trio.CapacityLimiter(settings.max_connections)
         self._down_since: float | None = None
         self._next_attempt = 0.0
@@ -142,7 +133,7 @@ class RedisBackend:
                 raise RedisUnavailable(f"Redis is unreachable ({self.last_error})")
             self._next_attempt = self._clock() + self._retry_interval_s  # one caller tries; the others fail fast
         try:
-            result = await trio.to_thread.run_sync(fn, self.client, limiter=self._limiter)
+            result = await trio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
         except self._unreachable_errors as exc:
             self._mark_down(exc)
             raise RedisUnavailable(f"Redis is unreachable ({self.last_error})") from None
@@ -153,6 +144,9 @@ class RedisBackend:
         self._mark_up()
         return result
 
+    def _call(self, fn: Callable[[Client], T]) -> T:
+        return fn(self._connection.client())
+
     async def ping(self) -> bool:
         """True when Redis answers now (always tries, even while marked down)."""
         try:
@@ -161,15 +155,17 @@ class RedisBackend:
             return False
 
     def script(self, lua: str) -> Script:
-        """A Lua script; calling it sends EVALSHA and loads it once when the server does not know it yet."""
-        return self.client.register_script(lua)
+        """A Lua script; calling it with `client=` sends EVALSHA, and loads it when the server does not know it yet."""
+        from redis.commands.core import Script
+
+        return Script(self._connection, lua)  # type: ignore[arg-type]  # only asked for its encoder
 
     async def publish(self, channel: str, message: bytes) -> None:
         await self.run(lambda client: client.publish(channel, message))
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._pool.disconnect, limiter=trio.CapacityLimiter(1))
+            await trio.to_thread.run_sync(self._connection.close, limiter=trio.CapacityLimiter(1))
 
     # ---------------------------------------------------------------- pub/sub
 
@@ -190,8 +186,10 @@ class RedisBackend:
         limiter = trio.CapacityLimiter(1)  # one thread at a time: a PubSub object is not thread-safe
         started = False
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = None
             try:
+                # Made in the thread: a cluster's client connects when it is first built.
+                pubsub = await trio.to_thread.run_sync(self._new_pubsub, limiter=limiter)
                 await trio.to_thread.run_sync(partial(pubsub.subscribe, *handlers), limiter=limiter)
                 self._mark_up()
                 on_subscribed()
@@ -204,16 +202,20 @@ class RedisBackend:
                     )
                     if message is not None and message.get("type") == "message":
                         _deliver(handlers, message)
-            except (self._redis_error, OSError) as exc:
+            except (self._redis_error, *self._unreachable_errors) as exc:
                 self._mark_down(exc)
                 on_lost()
             finally:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(pubsub.close, limiter=limiter)
+                if pubsub is not None:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(pubsub.close, limiter=limiter)
             if not started:
                 started = True
                 task_status.started()
             await trio.sleep(self._retry_interval_s)
+
+    def _new_pubsub(self) -> Any:
+        return self._connection.client().pubsub(ignore_subscribe_messages=True)
 
 
 def _deliver(handlers: Mapping[str, Callable[[bytes], None]], message: dict[str, Any]) -> None:

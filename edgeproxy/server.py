@@ -12,8 +12,12 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -21,8 +25,10 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from edgeproxy.app import create_app
+from edgeproxy.calllog import setup_logging
 from edgeproxy.config import Config
 from edgeproxy.gateway import open_gateway
+from edgeproxy.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("edgeproxy.server")
 
@@ -41,11 +47,23 @@ def _hypercorn_config(config: Config, host: str, port: int, reuse_port: bool) ->
     return hc
 
 
+class _Generation:
+    """Requests that started between two config reloads; `idle` is set once a retired one has none left."""
+
+    __slots__ = ("idle", "in_flight", "retired")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.retired = False
+        self.idle = trio.Event()
+
+
 class _DrainTracker:
     """ASGI middleware counting in-flight HTTP requests, so shutdown waits for them and nothing else.
 
     hypercorn 0.18's trio worker keeps idle keep-alive connections open until its graceful timeout, so
     relying on it would make every shutdown with a connected client take the whole grace period.
+    It also counts them by generation, so a config reload knows when the upstream clients it replaced are idle.
     """
 
     def __init__(self, app: Any) -> None:
@@ -53,11 +71,22 @@ class _DrainTracker:
         self.in_flight = 0
         self._idle = trio.Event()
         self._idle.set()
+        self._generation = _Generation()
+
+    def retire_generation(self) -> trio.Event:
+        """Start a new generation; the event is set once every request of the previous one has finished."""
+        old, self._generation = self._generation, _Generation()
+        old.retired = True
+        if old.in_flight == 0:
+            old.idle.set()
+        return old.idle
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        generation = self._generation
+        generation.in_flight += 1
         self.in_flight += 1
         if self._idle.is_set():
             self._idle = trio.Event()
@@ -67,6 +96,9 @@ class _DrainTracker:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+            generation.in_flight -= 1
+            if generation.retired and generation.in_flight == 0:
+                generation.idle.set()
 
     async def wait_idle(self) -> None:
         while self.in_flight:
@@ -79,11 +111,19 @@ class _DrainTracker:
 REPEAT_SIGNAL_WINDOW_S = 1.0
 
 
-async def _watch_signals(stop: trio.Event, cancel: trio.CancelScope) -> None:
+# SIGHUP reloads model_list and router_settings (edgeproxy/reload.py); Windows has no SIGHUP.
+_SIGHUP: int | None = getattr(signal, "SIGHUP", None)
+
+
+async def _watch_signals(stop: trio.Event, cancel: trio.CancelScope, reload: Callable[[], None] | None = None) -> None:
     first_at: float | None = None
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    watched = [signal.SIGTERM, signal.SIGINT] + ([_SIGHUP] if _SIGHUP is not None and reload is not None else [])
+    with trio.open_signal_receiver(*watched) as signals:
         async for signum in signals:
-            if first_at is None:
+            if signum == _SIGHUP and reload is not None:
+                log.info("received SIGHUP: reloading model_list and router_settings")
+                reload()
+            elif first_at is None:
                 first_at = trio.current_time()
                 log.info("received %s: draining in-flight requests", signal.Signals(signum).name)
                 stop.set()
@@ -108,28 +148,24 @@ async def serve(
     *,
     reuse_port: bool = False,
     stop: trio.Event | None = None,
+    state_dir: Path | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `stop` is set or SIGTERM/SIGINT arrives; reports the bound addresses when listening."""
+    """Serve until `stop` is set or SIGTERM/SIGINT arrives; reports the bound addresses when listening.
+
+    `state_dir`: a directory shared by the workers of one `--workers N` run (alert de-duplication).
+    """
     stop = trio.Event() if stop is None else stop
     async with open_gateway(config) as gw, trio.open_nursery() as nursery:
         app = create_app(gw)
-        nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+        tracker = _DrainTracker(app)
+        nursery.start_soon(_watch_signals, stop, nursery.cancel_scope, gw.ops.request_reload)
         nursery.start_soon(gw.serve_change_poller)
         # With Redis: other instances' key changes and cooldowns, as they happen (subscribed before we listen).
         await nursery.start(gw.shared.serve)
         nursery.start_soon(gw.serve_budget_resets, config.general.budget_reset_interval_s)
-        if config.general.background_health_checks:
-            nursery.start_soon(
-                partial(
-                    gw.router.serve_health_probes,
-                    gw.upstreams.probe,
-                    interval_s=config.general.health_check_interval_s,
-                    timeout_s=config.general.health_check_timeout_s,
-                )
-            )
-
-        tracker = _DrainTracker(app)
+        # Health probes (restarted by SIGHUP reloads), alerts, metrics refresh: edgeproxy/operations.py.
+        await nursery.start(partial(gw.ops.serve, gw, retire=tracker.retire_generation, state_dir=state_dir))
 
         async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
             hc = _hypercorn_config(config, host, port, reuse_port)
@@ -153,17 +189,30 @@ def run(config: Config, host: str, port: int) -> None:
     trio.run(partial(serve, config, host, port))
 
 
-def _worker_main(config: Config, host: str, port: int, log_level: str) -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
-    trio.run(partial(serve, config, host, port, reuse_port=True))
+def _worker_main(config: Config, host: str, port: int, log_level: str, log_format: str, state_dir: Path) -> None:
+    setup_logging(log_level, log_format, worker=True)
+    trio.run(partial(serve, config, host, port, reuse_port=True, state_dir=state_dir))
 
 
-def run_workers(config: Config, host: str, port: int, workers: int, log_level: str) -> int:
+def run_workers(config: Config, host: str, port: int, workers: int, log_level: str, log_format: str = "text") -> int:
     """N processes on one port (SO_REUSEPORT); each has its own nursery. Shared truth is in the DB/Redis."""
+    # A fresh directory per run, removed at the end: prometheus-client's multiprocess mode keeps each worker's
+    # metric values in files there (a scrape, answered by any worker, adds them all up), and alerts are
+    # de-duplicated between workers through it. Stale files from an earlier run would corrupt the counts.
+    state_dir = Path(tempfile.mkdtemp(prefix="edgeproxy-workers-"))
+    (state_dir / "metrics").mkdir()
+    os.environ[MULTIPROC_ENV] = str(state_dir / "metrics")  # read by prometheus-client as each worker imports it
+    try:
+        return _run_processes(config, host, port, workers, (log_level, log_format, state_dir))
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _run_processes(config: Config, host: str, port: int, workers: int, extra: tuple[Any, ...]) -> int:
     context = multiprocessing.get_context("spawn")
     processes: list[Any] = []
     for _ in range(workers):
-        process = context.Process(target=_worker_main, args=(config, host, port, log_level), daemon=False)
+        process = context.Process(target=_worker_main, args=(config, host, port, *extra), daemon=False)
         process.start()
         processes.append(process)
 
@@ -175,6 +224,8 @@ def run_workers(config: Config, host: str, port: int, workers: int, log_level: s
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if _SIGHUP is not None:
+        signal.signal(_SIGHUP, forward)  # each worker reloads its own config
     codes = []
     for process in processes:
         process.join()

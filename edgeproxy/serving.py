@@ -24,7 +24,7 @@ from edgeproxy.accounting import Accounting
 from edgeproxy.cache import CachedAnswer, CachePlan, ResponseCache, open_response_cache, replay
 from edgeproxy.calls import CallRecord, Calls, dumps
 from edgeproxy.config import Config
-from edgeproxy.errors import ProxyError
+from edgeproxy.errors import ProxyError, RateLimitError
 from edgeproxy.limits import RateLimiter, Ticket
 from edgeproxy.redisclient import RedisBackend
 from edgeproxy.upstream import UpstreamStream
@@ -59,6 +59,7 @@ class Serving:
         self.cache = cache
         self.limits = limits
         self.redis = redis
+        self.metrics = accounting.metrics  # cache results and rate-limit refusals (edgeproxy/metrics.py)
 
     @classmethod
     def build(
@@ -93,10 +94,17 @@ class Serving:
     async def answer(self, record: CallRecord, *, stream: bool, include_usage: bool) -> Answer:
         raw_controls = record.body.pop("cache", None)
         plan = self.cache.plan(record, raw_controls, stream=stream) if self.cache is not None else None
-        ticket = await self.limits.admit(record.principal, record.call_id)
+        try:
+            ticket = await self.limits.admit(record.principal, record.call_id)
+        except RateLimitError:
+            if self.metrics is not None:
+                self.metrics.rate_limited()
+            raise
         handed_over = False  # a stream settles its ticket when it ends
         try:
             hit = await self.cache.lookup(plan) if self.cache is not None and plan is not None and plan.read else None
+            if self.metrics is not None and plan is not None and plan.read:
+                self.metrics.cache_lookup(hit is not None)
             self.accounting.admit(record)
             if hit is not None and plan is not None:
                 return self._from_cache(record, plan, hit, ticket, stream, include_usage)
@@ -122,6 +130,7 @@ class Serving:
     ) -> Answer:
         record.cache_hit = True
         record.cache_key = plan.header_key
+        record.output = hit.response if hit.response is not None else hit.chunks  # for stored prompts (opt-in)
         record.usage = hit.usage
         self._on_finish(record)  # cost 0: no deployment was called
         headers = {**record.headers(), **ticket.headers}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from edgeproxy.aliases import AliasError, model_groups, parse_aliases, stored_form
 from edgeproxy.errors import InvalidRequestError
 from storage import parse_duration
 
@@ -116,7 +117,7 @@ def flag(name: str, value: Any) -> bool:
 
 
 def obj(name: str, value: Any) -> dict[str, Any]:
-    """metadata, aliases: a JSON object (null means empty)."""
+    """metadata: a JSON object (null means empty)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -182,6 +183,23 @@ def models(known: Collection[str]) -> Check:
                 param=name,
             )
         return list(dict.fromkeys(names))  # drop repeats, keep order
+
+    return check
+
+
+def alias_map(known: Collection[str]) -> Check:
+    """Model aliases (a key's `aliases`, a team's `model_aliases`): alias -> an existing model group.
+
+    Stored in one normal form ("alias": "group", or {"model", "hidden": true} for hidden ones); an alias naming
+    no model group, or another alias, is refused with `param` pointing at that entry.
+    """
+    groups = model_groups(known)
+
+    def check(name: str, value: Any) -> dict[str, Any]:
+        try:
+            return stored_form(parse_aliases(value, name, groups))
+        except AliasError as error:
+            raise InvalidRequestError(str(error), param=error.path) from None
 
     return check
 

@@ -47,7 +47,7 @@ def _checks(known_models: Collection[str], action: str) -> dict[str, f.Check]:
         "soft_budget": f.budget,
         "user_id": f.text,
         "team_id": f.text,
-        "aliases": f.obj,
+        "aliases": f.alias_map(known_models),
         "allowed_cache_controls": f.string_list,
     }
     if action == "generate":

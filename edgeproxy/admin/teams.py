@@ -20,7 +20,7 @@ def _checks(known_models: Collection[str], action: str) -> dict[str, f.Check]:
         **f.shared_checks(known_models),
         "team_id": f.text,
         "team_alias": f.text,
-        "model_aliases": f.obj,
+        "model_aliases": f.alias_map(known_models),
     }
     if action == "new":
         checks["members_with_roles"] = members

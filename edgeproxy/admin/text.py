@@ -15,6 +15,7 @@ NULLABLE = frozenset(
     {"max_budget", "soft_budget", "budget_duration", "duration", "rpm_limit", "tpm_limit", "max_parallel_requests"}
     | {"key_alias", "team_alias", "user_alias", "user_email", "expires", "max_budget_in_team"}
 )
+JSON_OPTIONS = frozenset({"metadata", "aliases", "model_aliases"})  # options given as JSON text
 KEY_COLUMNS = {
     "key_name": "KEY",
     "key_alias": "ALIAS",
@@ -43,11 +44,12 @@ def option_fields(options: dict[str, Any]) -> dict[str, Any]:
             fields[name] = None
         elif name in ("models", "teams"):
             fields[name] = [item.strip() for item in value.split(",") if item.strip()]
-        elif name == "metadata":
+        elif name in JSON_OPTIONS:
             try:
                 fields[name] = json.loads(value)
             except json.JSONDecodeError as error:
-                raise InvalidRequestError(f"--metadata is not valid JSON: {error}", param="metadata") from None
+                option = "--" + name.replace("_", "-")
+                raise InvalidRequestError(f"{option} is not valid JSON: {error}", param=name) from None
         else:
             fields[name] = value
     return fields

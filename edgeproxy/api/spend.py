@@ -157,6 +157,11 @@ def log_row(row: Record) -> dict[str, Any]:
     rendered["startTime"] = rendered["start_time"]
     rendered["endTime"] = rendered["end_time"]
     rendered["user"] = row["user_id"]
+    # Stored only with general_settings.store_prompts_in_spend_logs (cut to max_stored_prompt_chars); LiteLLM's
+    # rows carry them under these names.
+    stored = row.get("metadata") or {}
+    rendered["messages"] = stored.get("messages", stored.get("prompt", stored.get("input")))
+    rendered["response"] = stored.get("response")
     return rendered
 
 

@@ -93,7 +93,9 @@ class RateLimiter:
         self._release = backend.script(RELEASE_LUA) if backend is not None else None
 
     def _keys(self, limit: Limit) -> tuple[str, str, str]:
-        base = f"{self._prefix}:limits:{limit.entity}:{limit.id}"
+        # One hash tag for all: the admission script reads a key's, user's and team's counters at once, and in a
+        # Redis cluster a script's keys must share a slot (so there every limit lives on one node; they are small).
+        base = f"{self._prefix}:{{limits}}:{limit.entity}:{limit.id}"
         return f"{base}:rpm", f"{base}:tpm", f"{base}:parallel"
 
     async def admit(self, principal: Principal, call_id: str) -> Ticket:

@@ -10,7 +10,7 @@ request's cost beyond it, when a call costs more than its estimate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +36,7 @@ class Account:
     unflushed: float = 0.0
     reserved: float = 0.0
     soft_alerted: bool = False
+    alerted: float = 0.0  # the highest budget threshold (fraction of max_budget) already reported this window
     source: Any = field(default=None, repr=False)  # the row object it was loaded from
 
     @property
@@ -46,6 +47,18 @@ class Account:
     def remaining(self) -> float:
         assert self.max_budget is not None
         return self.max_budget - self.committed - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCrossing:
+    """Spend reached a threshold of a budget: reported once per threshold and budget window."""
+
+    entity: EntityKey
+    label: str  # "key laptop", "team family": names, never a key
+    spend: float
+    budget: float  # the max_budget, or the soft_budget when `threshold` is None
+    threshold: float | None  # the fraction of max_budget reached; None: the soft budget
+    reset_at: datetime | None  # when the budget window ends (None: a lifetime budget)
 
 
 @dataclass(slots=True)
@@ -89,11 +102,16 @@ class BudgetLedger:
         status_code: int = 422,
         now: Callable[[], datetime] | None = None,
         on_soft_budget: Callable[[str, float, float], None] | None = None,
+        thresholds: Iterable[float] = (),
+        on_threshold: Callable[[BudgetCrossing], None] | None = None,
     ) -> None:
         self._accounts: dict[EntityKey, Account] = {}
         self._status = status_code
         self._now = now or (lambda: datetime.now(UTC))
         self._on_soft_budget = on_soft_budget
+        # Alerts (edgeproxy/alerts): each threshold of a max_budget, and soft budgets, once per window.
+        self._thresholds = tuple(sorted(thresholds)) if on_threshold is not None else ()
+        self._on_threshold = on_threshold
 
     def account(self, entity: EntityKey) -> Account | None:
         return self._accounts.get(entity)
@@ -106,9 +124,12 @@ class BudgetLedger:
         if account.source is not row:
             account.source = row
             account.db_spend = float(row.get("spend") or 0.0)
-            account.max_budget = row.get("max_budget", row.get("max_budget_in_team"))
+            max_budget = row.get("max_budget", row.get("max_budget_in_team"))
             if entity[0] == "member":
-                account.max_budget = row.get("max_budget_in_team")
+                max_budget = row.get("max_budget_in_team")
+            if max_budget != account.max_budget:
+                account.alerted = 0.0  # a new budget: its thresholds are new too
+            account.max_budget = max_budget
             account.soft_budget = row.get("soft_budget")
             account.budget_duration = row.get("budget_duration")
             account.reset_at = row.get("budget_reset_at")
@@ -122,6 +143,7 @@ class BudgetLedger:
             account.db_spend = 0.0
             account.unflushed = 0.0
             account.soft_alerted = False
+            account.alerted = 0.0
             account.reset_at = next_reset(account.budget_duration, now)
 
     def admit(self, principal: Principal, estimate: float) -> Reservation:
@@ -154,9 +176,11 @@ class BudgetLedger:
                 continue
             account.reserved = max(0.0, account.reserved - amount)
             account.unflushed += cost
-            self._check_soft_budget(account)
+            self._check_soft_budget(entity, account)
+            if self._thresholds:
+                self._check_thresholds(entity, account)
 
-    def _check_soft_budget(self, account: Account) -> None:
+    def _check_soft_budget(self, entity: EntityKey, account: Account) -> None:
         soft = account.soft_budget
         if soft is None or account.soft_alerted or account.committed < soft:
             return
@@ -166,6 +190,34 @@ class BudgetLedger:
         )
         if self._on_soft_budget is not None:
             self._on_soft_budget(account.label, account.committed, soft)
+        if self._on_threshold is not None:
+            self._on_threshold(BudgetCrossing(entity, account.label, account.committed, soft, None, account.reset_at))
+
+    def _check_thresholds(self, entity: EntityKey, account: Account) -> None:
+        budget = account.max_budget
+        if not budget or budget <= 0:
+            return
+        spend = account.committed
+        if spend < budget * self._thresholds[0] - EPSILON_USD:
+            return  # the common case, decided without a loop
+        crossed = 0.0
+        for threshold in self._thresholds:
+            if spend >= budget * threshold - EPSILON_USD:
+                crossed = threshold
+        if crossed <= account.alerted:
+            return
+        # One alert, for the highest threshold reached: a call that jumps from 50 % to 100 % reports 100 % only.
+        account.alerted = crossed
+        assert self._on_threshold is not None
+        self._on_threshold(BudgetCrossing(entity, account.label, spend, budget, crossed, account.reset_at))
+
+    def key_budgets(self) -> Iterator[tuple[str, float]]:
+        """(key alias, max_budget minus spend) for keys with an alias and a budget seen by this process."""
+        for (kind, _), account in self._accounts.items():
+            if kind == "key" and account.max_budget is not None and account.source is not None:
+                alias = account.source.get("key_alias")
+                if alias:
+                    yield alias, account.max_budget - account.committed
 
     def flushed(self, records: Iterable[SpendRecord]) -> None:
         """Written to the database: move the amounts from unflushed to the database's share."""
@@ -184,4 +236,5 @@ class BudgetLedger:
             if account is not None:
                 account.db_spend = 0.0
                 account.soft_alerted = False
+                account.alerted = 0.0
                 account.source = None

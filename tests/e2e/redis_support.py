@@ -106,10 +106,11 @@ def free_port() -> int:
 class PrivateRedis:
     """A redis-server of the test's own (no persistence), to stop and start again on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="edgeproxy-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        self.args = args  # more redis-server options (--replicaof, --cluster-enabled...)
 
     @property
     def url(self) -> str:
@@ -119,7 +120,7 @@ class PrivateRedis:
         command = [
             shutil.which("redis-server") or "redis-server",
             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", self.dir, "--protected-mode", "no",
+            "--dir", self.dir, "--protected-mode", "no", *self.args,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

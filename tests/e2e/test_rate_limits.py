@@ -94,7 +94,7 @@ async def test_parallel_slots_are_shared_and_freed_when_a_client_leaves(fake: Fa
         url = config.general.database_url
         assert url is not None
         key = create_key(url, "sk-parallel-one-0000001", max_parallel_requests=1)
-        slots = f"{space.prefix}:limits:key:{hash_key(key)}:parallel"
+        slots = f"{space.prefix}:{{limits}}:key:{hash_key(key)}:parallel"
         fake.chunk_delay_s = 0.2  # a stream that holds its slot for a while
         async with (
             running_proxy(config) as first,

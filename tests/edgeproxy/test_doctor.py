@@ -130,3 +130,13 @@ def test_a_running_redis_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
     monkeypatch.setenv("REDIS_PORT", "6379")
     assert rows(doctor(write_config(tmp_path), "--json"))["redis"]["status"] == "ok"
+
+
+def test_sentinel_is_checked_through_the_sentinels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_SENTINEL_NODES", f"127.0.0.1:{closed_port()},127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("REDIS_SERVICE_NAME", "mymaster")
+    monkeypatch.setenv("REDIS_SENTINEL_PASSWORD", "sentinel-secret-pw")
+    result = doctor(write_config(tmp_path), "--json")
+    redis = rows(result)["redis"]
+    assert redis["status"] == "FAIL" and "No master found for 'mymaster'" in redis["detail"]
+    assert "REDIS_SENTINEL_NODES" in redis["fix"] and "sentinel-secret-pw" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -75,3 +76,78 @@ def test_wrong_values_stop_startup_without_showing_secrets(
     with pytest.raises(ConfigError) as error:
         config(env, **litellm)
     assert message in str(error.value) and "hunter2" not in str(error.value)
+
+
+def test_sentinel_from_cache_params_as_litellm_writes_it() -> None:
+    found = config(
+        cache=True,
+        cache_params={
+            "type": "redis",
+            "service_name": "mymaster",
+            "sentinel_nodes": [["10.0.0.1", 26379], "10.0.0.2:26380", {"host": "10.0.0.3"}],
+            "sentinel_password": "s-secret",
+            "password": "m-secret",
+        },
+    ).redis
+    assert found is not None and (found.mode, found.service_name, found.source) == (
+        "sentinel",
+        "mymaster",
+        "cache_params",
+    )
+    assert found.nodes == (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("10.0.0.3", 26379))
+    assert (found.password, found.sentinel_password) == ("m-secret", "s-secret")
+    assert found.public_url == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380,10.0.0.3:26379/mymaster"
+    assert "secret" not in repr(found) and set(found.secrets) == {"m-secret", "s-secret"}
+    # As in LiteLLM, the sentinel password is the master's too when the master has none of its own.
+    shared = config(
+        cache=True,
+        cache_params={"type": "redis", "service_name": "m", "sentinel_nodes": [["h", 1]], "sentinel_password": "p"},
+    ).redis
+    assert shared is not None and shared.password == "p"
+
+
+def test_cluster_from_cache_params_wins_over_host() -> None:
+    nodes = [{"host": "c1", "port": 7000}, {"host": "c2", "port": 7001}]
+    found = config(
+        cache=True, cache_params={"type": "redis", "host": "ignored", "redis_startup_nodes": nodes, "password": "pw"}
+    ).redis
+    assert found is not None and found.mode == "cluster" and found.nodes == (("c1", 7000), ("c2", 7001))
+    assert found.password == "pw" and found.public_url == "redis+cluster://c1:7000,c2:7001"
+
+
+def test_sentinel_and_cluster_from_the_environment() -> None:
+    sentinel = config(
+        {
+            "REDIS_SENTINEL_NODES": '[["s1", 26379], ["s2", 26379]]',
+            "REDIS_SERVICE_NAME": "mymaster",
+            "REDIS_SENTINEL_PASSWORD": "sp",
+            "REDIS_URL": "redis://ignored:6379/0",
+        }
+    ).redis
+    assert sentinel is not None and sentinel.mode == "sentinel" and sentinel.source == "REDIS_SENTINEL_NODES"
+    assert sentinel.nodes == (("s1", 26379), ("s2", 26379)) and sentinel.sentinel_password == "sp"
+    plain = config({"REDIS_SENTINEL_NODES": "s1:26379, s2", "REDIS_SERVICE_NAME": "m"}).redis
+    assert plain is not None and plain.nodes == (("s1", 26379), ("s2", 26379))
+    cluster = config({"REDIS_CLUSTER_NODES": '[{"host": "c1", "port": 7000}]', "REDIS_PASSWORD": "cp"}).redis
+    assert cluster is not None and cluster.mode == "cluster" and cluster.nodes == (("c1", 7000),)
+    assert cluster.password == "cp" and cluster.source == "REDIS_CLUSTER_NODES"
+
+
+@pytest.mark.parametrize(
+    ("env", "params", "message"),
+    [
+        ({}, {"service_name": "m"}, "cache_params.sentinel_nodes: Sentinel needs the sentinels' addresses"),
+        ({}, {"sentinel_nodes": [["h", 1]]}, "cache_params.service_name: Sentinel needs the master's name"),
+        ({}, {"sentinel_nodes": [["h", "x"]], "service_name": "m"}, "sentinel_nodes[0]: expected a port number"),
+        ({}, {"redis_startup_nodes": []}, "cache_params: type redis needs"),
+        ({}, {"redis_startup_nodes": [3]}, "redis_startup_nodes[0]: expected"),
+        ({"REDIS_SENTINEL_NODES": "h:1"}, None, "REDIS_SERVICE_NAME: Sentinel needs the master's name"),
+        ({"REDIS_CLUSTER_NODES": "[oops"}, None, "REDIS_CLUSTER_NODES: not valid JSON"),
+    ],
+)
+def test_sentinel_and_cluster_mistakes_name_the_setting(
+    env: dict[str, str], params: dict[str, Any] | None, message: str
+) -> None:
+    litellm = {"cache": True, "cache_params": {"type": "redis", **params}} if params is not None else {}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config(env, **litellm)

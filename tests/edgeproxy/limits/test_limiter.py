@@ -152,7 +152,7 @@ async def test_redis_admits_exactly_the_limit_under_concurrency(
         await limiters[0].admit(key, "over")
     assert "rpm_limit is 10" in error.value.message
     with space.client() as r:
-        assert r.zcard(f"{space.prefix}:limits:key:t1:parallel") == 3
+        assert r.zcard(f"{space.prefix}:{{limits}}:key:t1:parallel") == 3
 
 
 @pytest.mark.redis
@@ -171,5 +171,5 @@ async def test_redis_counts_tokens_for_every_limited_entity(
         await limiter.admit(key, "y")
     assert "team blue" in refused.value.message
     with space.client() as r:
-        assert sum(int(v) for v in r.hvals(f"{space.prefix}:limits:key:t9:tpm")) == 60
-        assert 0 < r.ttl(f"{space.prefix}:limits:team:blue:tpm") <= 120
+        assert sum(int(v) for v in r.hvals(f"{space.prefix}:{{limits}}:key:t9:tpm")) == 60
+        assert 0 < r.ttl(f"{space.prefix}:{{limits}}:team:blue:tpm") <= 120

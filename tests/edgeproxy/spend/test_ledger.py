@@ -10,6 +10,7 @@ import pytest
 from edgeproxy.auth import Principal
 from edgeproxy.errors import BudgetExceededError
 from edgeproxy.spend import BudgetLedger
+from edgeproxy.spend.ledger import BudgetCrossing
 from storage import SpendRecord
 
 
@@ -93,3 +94,46 @@ def test_user_team_and_membership_budgets_apply() -> None:
     )
     with pytest.raises(BudgetExceededError, match="team T"):
         ledger.admit(principal, 0.1)
+
+
+def test_budget_thresholds_report_once_per_window() -> None:
+    clock = Clock()
+    crossings: list[BudgetCrossing] = []
+    ledger = BudgetLedger(now=clock, thresholds=(0.8, 1.0), on_threshold=crossings.append)
+    reset_at = datetime(2026, 11, 29, tzinfo=UTC)
+    principal = key_principal(max_budget=1.0, budget_duration="1d", budget_reset_at=reset_at)
+    for _ in range(4):  # 0.7: below 80 %
+        ledger.settle(ledger.admit(principal, 0.1), 0.175)
+    assert crossings == []
+    ledger.settle(ledger.admit(principal, 0.1), 0.15)  # 0.85
+    ledger.settle(ledger.admit(principal, 0.1), 0.05)  # 0.9: 80 % already reported
+    ledger.settle(ledger.admit(principal, 0.1), 0.1)  # 1.0
+    assert [(c.label, c.threshold, c.budget, c.reset_at) for c in crossings] == [
+        ("key k", 0.8, 1.0, reset_at),
+        ("key k", 1.0, 1.0, reset_at),
+    ]
+    assert crossings[0].entity == ("key", "t1") and crossings[0].spend == pytest.approx(0.85)
+    clock.now = reset_at + timedelta(seconds=1)  # a new window: the thresholds count again
+    ledger.settle(ledger.admit(principal, 0.1), 0.9)
+    assert [c.threshold for c in crossings] == [0.8, 1.0, 0.8]
+
+
+def test_a_jump_past_several_thresholds_reports_the_highest_only() -> None:
+    crossings: list[BudgetCrossing] = []
+    ledger = BudgetLedger(thresholds=(0.5, 0.8, 1.0), on_threshold=crossings.append)
+    principal = key_principal(max_budget=1.0)
+    ledger.settle(ledger.admit(principal, 0.1), 0.9)
+    assert [c.threshold for c in crossings] == [0.8]
+
+
+def test_soft_budget_is_a_crossing_too_and_key_budgets_name_aliases_only() -> None:
+    crossings: list[BudgetCrossing] = []
+    ledger = BudgetLedger(thresholds=(0.8,), on_threshold=crossings.append)
+    ledger.settle(ledger.admit(key_principal(soft_budget=0.5), 0.1), 0.6)
+    assert [(c.threshold, c.budget) for c in crossings] == [(None, 0.5)]
+    other = Principal(token="t2", key={"token": "t2", "spend": 0.0, "max_budget": 2.0})  # no alias
+    ledger.settle(ledger.admit(other, 0.1), 0.5)
+    budgets = BudgetLedger()
+    budgets.settle(budgets.admit(key_principal(max_budget=2.0), 0.1), 0.5)
+    budgets.settle(budgets.admit(other, 0.1), 0.5)
+    assert list(budgets.key_budgets()) == [("k", pytest.approx(1.5))]
