@@ -55,12 +55,14 @@ class WrkResult:
     errors: int
 
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS[unit]
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if found is None:
+        raise RuntimeError(f"cannot read wrk's latency {text!r}")
+    return float(found.group(1)) * _UNITS[found.group(2)]
 
 
 def wrk(url: str, connections: int, seconds: int, script: str, key: str, model: str = "bench-model") -> WrkResult:
@@ -69,8 +71,8 @@ def wrk(url: str, connections: int, seconds: int, script: str, key: str, model: 
     out = subprocess.run([*command, "-s", str(HERE / script), url], env=env, capture_output=True, text=True, check=True)
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     return WrkResult(rps, p50, p99, int(errors.group(1)) if errors else 0)
 
