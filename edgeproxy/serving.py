@@ -14,7 +14,7 @@ The order matters:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -40,7 +40,7 @@ class Answer:
 
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
-    chunks: AsyncIterator[bytes] | None = None
+    chunks: AsyncGenerator[bytes, None] | None = None
 
 
 class Serving:
@@ -145,7 +145,7 @@ class Serving:
         include_usage: bool,
         plan: CachePlan | None,
         ticket: Ticket,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         storing = self.cache is not None and plan is not None and plan.write
         if storing:
             record.chunks = []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+
 from quart import Blueprint, Response, current_app, request
 
 from edgeproxy.api.requests import check_body, parse_json_object, wants_usage_chunk
@@ -30,13 +33,35 @@ async def _handle(call: CallType) -> Response:
     if answer.chunks is None:
         return Response(answer.body or b"", status=200, content_type="application/json", headers=answer.headers)
     response = Response(
-        answer.chunks,
+        await _started(answer.chunks),
         status=200,
         content_type="text/event-stream",
         headers={**answer.headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
     )
     response.timeout = None  # our deadlines apply; Quart's would cut long streams
     return response
+
+
+async def _started(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """The stream with its first chunk already taken.
+
+    A client that leaves before Quart starts the body would otherwise leave the generator unstarted, and an
+    unstarted generator never runs its `finally` (closing the upstream, settling the budget reservation and the
+    rate-limit slot). A started one is closed by trio's async-generator finalizer even if nobody iterates it.
+    """
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        first = b""
+
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(chunks):  # a client leaving mid-stream closes the upstream at once, not at GC
+            if first:
+                yield first
+            async for data in chunks:
+                yield data
+
+    return body()
 
 
 @blueprint.post("/v1/chat/completions")

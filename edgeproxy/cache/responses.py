@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,7 +162,7 @@ def _decode(raw: bytes, max_age_s: float | None) -> CachedAnswer | None:
         return None
 
 
-async def replay(answer: CachedAnswer, record: CallRecord, include_usage: bool) -> AsyncIterator[bytes]:
+async def replay(answer: CachedAnswer, record: CallRecord, include_usage: bool) -> AsyncGenerator[bytes, None]:
     """A cached stream as SSE, as the original was sent (model renamed to what this request asked for)."""
     last: dict[str, Any] = {}
     for chunk in answer.chunks or []:
