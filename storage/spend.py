@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Table, bindparam, case, func, select, update
 
 from storage.budget_reset import reset_budgets
 from storage.bulk import insert_new
@@ -139,8 +139,9 @@ class SpendRepository:
         with self._db.read() as connection:
             return [row_dict(row) for row in connection.execute(query)], count(connection, spend_logs, *conditions)
 
-    def report(self, start_day: date, end_day: date, group_by: GroupBy) -> list[Record]:
-        """Spend per day and group between two days (both included), ordered by day then group.
+    def report(self, start_day: date, end_day: date, group_by: GroupBy, user_id: str | None = None) -> list[Record]:
+        """Spend per day and group between two days (both included), ordered by day then group; with
+        `user_id`, only that user's share.
 
         Each item: day, group (None for requests without that id), spend, requests, successes, failures,
         prompt_tokens, completion_tokens.
@@ -160,12 +161,23 @@ class SpendRepository:
                 func.sum(d.prompt_tokens).label("prompt_tokens"),
                 func.sum(d.completion_tokens).label("completion_tokens"),
             )
-            .where(d.day >= start_day, d.day <= end_day)
+            .where(d.day >= start_day, d.day <= end_day, *([d.user_id == user_id] if user_id is not None else []))
             .group_by(d.day, group)
             .order_by(d.day, group)
         )
         with self._db.read() as connection:
             return [_report_item(row_dict(row)) for row in connection.execute(query)]
+
+    def cache_hits(self, start: datetime, end: datetime, user_id: str | None = None) -> tuple[int, int]:
+        """(cache hits, logged requests) with start_time in [start, end): the daily roll-ups do not count hits."""
+        c = spend_logs.c
+        conditions: list[Any] = [c.start_time >= as_utc(start), c.start_time < as_utc(end)]
+        if user_id is not None:
+            conditions.append(c.user_id == user_id)
+        hits = func.sum(case((c.cache_hit, 1), else_=0))  # portable: PostgreSQL will not cast boolean to bigint
+        with self._db.read() as connection:
+            row = connection.execute(select(hits, func.count()).select_from(spend_logs).where(*conditions)).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     def totals(self, entity_type: Literal["key", "user", "team"], entity_id: str) -> Record:
         """``spend`` (current window), ``total_spend`` (lifetime), ``max_budget``, ``budget_reset_at`` and

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -167,6 +168,26 @@ def test_report_groups(storage: Storage) -> None:
     assert storage.spend.report(date(2020, 1, 1), date(2020, 1, 2), group_by="model") == []
     with pytest.raises(ValueError, match="group_by"):
         storage.spend.report(*days(), group_by="org")  # type: ignore[arg-type]
+
+
+def test_report_for_one_user_and_cache_hits(storage: Storage) -> None:
+    seed(storage)
+    records = make_records(30)
+    storage.spend.write_batch(records)
+    mine = storage.spend.report(*days(), group_by="model", user_id="u1")
+    assert math.fsum(item["spend"] for item in mine) == pytest.approx(expected_sums(records)["user:u1"], rel=1e-12)
+    assert storage.spend.report(*days(), group_by="model", user_id="nobody") == []
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    storage.spend.write_batch(
+        [
+            SpendRecord(request_id="hit", user_id="u1", start_time=start, cache_hit=True),
+            SpendRecord(request_id="miss", user_id="u1", start_time=start),
+            SpendRecord(request_id="other", user_id="u2", start_time=start, cache_hit=True),
+        ]
+    )
+    window = (start, start + timedelta(days=1))
+    assert storage.spend.cache_hits(*window) == (2, 3)
+    assert storage.spend.cache_hits(*window, user_id="u1") == (1, 2)
 
 
 def test_totals(storage: Storage) -> None:
