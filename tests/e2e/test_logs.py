@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
-import yaml
 
 from edgeproxy.auth import hash_key
 from tests.e2e.conftest import MASTER_KEY, create_key, make_config, openai_model, running_proxy
-from tests.e2e.test_lifecycle import _free_port, _wait_until_serving
+from tests.e2e.processes import ServerProcess, server_process
 from tests.fakes import FakeUpstream
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -27,25 +22,9 @@ CALL_FIELDS = {
 }  # fmt: skip
 
 
-async def _run_server(tmp_path: Path, config: dict[str, Any], *flags: str) -> tuple[str, subprocess.Popen[bytes]]:
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    command = [sys.executable, "-m", "edgeproxy", "run", "--config", "config.yaml", "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), *flags],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        stderr=(tmp_path / "stderr.log").open("w"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    await _wait_until_serving(url)
-    return url, process
-
-
-async def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    with trio.fail_after(20):
-        assert await trio.to_thread.run_sync(process.wait) == 0
+async def _stop(server: ServerProcess) -> None:
+    server.send(signal.SIGTERM)
+    assert await server.wait(20) == 0
 
 
 async def test_json_log_lines_have_the_call_fields_and_no_key(fake: FakeUpstream, tmp_path: Path) -> None:
@@ -60,8 +39,8 @@ async def test_json_log_lines_have_the_call_fields_and_no_key(fake: FakeUpstream
             "log_level": "info",
         },
     }
-    url, process = await _run_server(tmp_path, config)
-    try:
+    async with server_process(tmp_path, config) as server:
+        url = server.url
         async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {KEY}"}) as client:
             assert (
                 await client.post("/v1/chat/completions", json={"model": "m", "messages": HELLO})
@@ -71,11 +50,7 @@ async def test_json_log_lines_have_the_call_fields_and_no_key(fake: FakeUpstream
                 await response.aread()
             failed = await client.post("/v1/chat/completions", json={"model": "down", "messages": HELLO})
             assert failed.status_code == 502
-        await _stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        await _stop(server)
     text = (tmp_path / "stderr.log").read_text()
     for secret in (KEY, hash_key(KEY), MASTER_KEY):
         assert secret not in text
@@ -103,17 +78,13 @@ async def test_command_line_overrides_the_configured_level_and_format(fake: Fake
             "log_level": "debug",
         },
     }
-    url, process = await _run_server(tmp_path, config, "--log-level", "warning", "--log-format", "text")
-    try:
+    async with server_process(tmp_path, config, "--log-level", "warning", "--log-format", "text") as server:
+        url = server.url
         async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {MASTER_KEY}"}) as client:
             assert (
                 await client.post("/v1/chat/completions", json={"model": "m", "messages": HELLO})
             ).status_code == 200
-        await _stop(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        await _stop(server)
     text = (tmp_path / "stderr.log").read_text()
     assert "call " not in text and "listening" not in text  # info lines are below warning
     assert not any(line.startswith("{") for line in text.splitlines())

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgeproxy.auth import hash_key
 from tests.e2e.conftest import MASTER_KEY, Proxy, create_key, make_config, openai_model, running_proxy
-from tests.e2e.test_lifecycle import _free_port, _wait_until_serving
+from tests.e2e.processes import server_process
 from tests.fakes import FakeUpstream, open_fake_upstream
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -153,21 +149,10 @@ async def test_workers_add_up_in_one_scrape(tmp_path: Path) -> None:
         "model_list": [{"model_name": "demo", "litellm_params": {"model": "mock/demo"}}],
         "general_settings": {"master_key": MASTER_KEY, "database_url": f"sqlite:///{tmp_path}/w.db"},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    command = [sys.executable, "-m", "edgeproxy", "run", "--config", "config.yaml", "--host", "127.0.0.1"]
-    stderr = (tmp_path / "stderr.log").open("w")
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--workers", "2", "--log-format", "json"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        stderr=stderr,
-    )
-    url = f"http://127.0.0.1:{port}"
     headers = {"authorization": f"Bearer {MASTER_KEY}"}
     body = {"model": "demo", "messages": HELLO}
-    try:
-        await _wait_until_serving(url)
+    async with server_process(tmp_path, config, "--workers", "2", "--log-format", "json") as server:
+        url, process = server.url, server.process
         metrics_dir = _multiproc_dir(process.pid)
         served = 0
         with trio.fail_after(30):
@@ -186,14 +171,8 @@ async def test_workers_add_up_in_one_scrape(tmp_path: Path) -> None:
                 value(samples, "edgeproxy_requests_total", model_group="demo", deployment="demo-0", status="success")
             )
             assert value(samples, "edgeproxy_deployment_healthy", model_group="demo", deployment="demo-0") == 1
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            code = await trio.to_thread.run_sync(process.wait)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        stderr.close()
+        server.send(signal.SIGTERM)
+        code = await server.wait()
     assert len(_call_pids(tmp_path / "stderr.log")) == 2  # both workers served calls...
     assert counts == {float(served)}  # ...and every scrape, whichever worker answered it, counted them all
     assert code == 0

@@ -3,10 +3,7 @@ broken file is refused with one line naming the field, and the running config st
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ import trio
 import yaml
 
 from tests.e2e.conftest import MASTER_KEY, openai_model
-from tests.e2e.test_lifecycle import _free_port, _wait_until_serving
+from tests.e2e.processes import server_process
 from tests.fakes import FakeUpstream, open_fake_upstream
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -46,29 +43,9 @@ async def test_sighup_applies_a_new_model_and_refuses_a_broken_file(fake: FakeUp
     fake.reply_text = " ".join(f"w{i}" for i in range(12))
     fake.chunk_delay_s = 0.15  # about 2 s of stream: the reload happens in the middle of it
     _write(tmp_path, [openai_model("m", fake)])
-    port = _free_port()
-    log = tmp_path / "stderr.log"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgeproxy",
-            "run",
-            "--config",
-            "config.yaml",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        stderr=log.open("w"),
-    )
-    url = f"http://127.0.0.1:{port}"
     headers = {"authorization": f"Bearer {MASTER_KEY}"}
-    try:
-        await _wait_until_serving(url)
+    async with server_process(tmp_path, None) as server:
+        url, log, process = server.url, server.log, server.process
         async with (
             open_fake_upstream(reply_text="from the new model") as other,
             httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client,
@@ -107,11 +84,6 @@ async def test_sighup_applies_a_new_model_and_refuses_a_broken_file(fake: FakeUp
             for model in ("m", "new-model"):
                 response = await client.post("/v1/chat/completions", json={"model": model, "messages": HELLO})
                 assert response.status_code == 200
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            code = await trio.to_thread.run_sync(process.wait)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.send(signal.SIGTERM)
+        code = await server.wait(20)
     assert code == 0

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,12 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-import yaml
 
 from edgeproxy.auth import hash_key
 from storage import Storage
 from tests.e2e.conftest import MASTER_KEY, create_key, make_config, openai_model, running_proxy
-from tests.e2e.test_lifecycle import _free_port, _wait_until_serving
+from tests.e2e.processes import server_process
 from tests.fakes import FakeUpstream
 from tests.storage.pg import temporary_pg_url
 
@@ -114,26 +110,15 @@ async def test_sigterm_after_a_burst_loses_no_spend(fake: FakeUpstream, tmp_path
         # A long batch interval: only the shutdown flush can write these records.
         "general_settings": {"master_key": MASTER_KEY, "database_url": url, "proxy_batch_write_at": 60},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    command = [sys.executable, "-m", "edgeproxy", "run", "--config", "config.yaml", "--host", "127.0.0.1"]
-    process = subprocess.Popen([*command, "--port", str(port)], cwd=tmp_path, env={**os.environ})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_until_serving(base)
+    async with server_process(tmp_path, config) as server:
         headers = {"authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(base_url=base, headers=headers) as client, trio.open_nursery() as nursery:
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as client, trio.open_nursery() as nursery:
             for _ in range(20):
                 nursery.start_soon(
                     lambda: client.post("/v1/chat/completions", json={"model": "m", "messages": MESSAGES})
                 )
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            assert await trio.to_thread.run_sync(process.wait) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.send(signal.SIGTERM)
+        assert await server.wait(20) == 0
     with Storage.open(url) as storage:
         _logs, total = storage.spend.logs(api_key=hash_key(key), size=100)
         assert total == 20
