@@ -17,22 +17,19 @@ that imports redis.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import trio
 
 from edgeproxy.redisconfig import RedisSettings
 from edgeproxy.redistopology import Client, RedisConnection
-
-if TYPE_CHECKING:
-    from redis.commands.core import Script
-else:
-    Script = Any
+from edgeproxy.resp import Command, ReplyError, RespConnectionError, RespPool, endpoint_of
 
 T = TypeVar("T")
 log = logging.getLogger("edgeproxy.redis")
@@ -43,11 +40,22 @@ LOG_INTERVAL_S = 60.0
 # shutdown waits for that thread, not how fast messages arrive (get_message returns as soon as one does).
 LISTEN_POLL_S = 0.2
 
-__all__ = ["Client", "RedisBackend", "RedisUnavailable", "Script", "open_redis"]
+__all__ = ["Client", "Command", "LuaScript", "RedisBackend", "RedisUnavailable", "ReplyError", "open_redis"]
 
 
 class RedisUnavailable(Exception):
     """Redis did not answer, or answered with an error: fall back to what works without it."""
+
+
+class LuaScript:
+    """A Lua script sent by its SHA1 (EVALSHA); `RedisBackend.execute` loads it when the server does not know it."""
+
+    def __init__(self, lua: str) -> None:
+        self.lua = lua
+        self.sha = hashlib.sha1(lua.encode()).hexdigest()
+
+    def command(self, keys: Sequence[str], args: Sequence[int | str]) -> list[int | str]:
+        return ["EVALSHA", self.sha, len(keys), *keys, *args]
 
 
 class RedisBackend:
@@ -79,6 +87,14 @@ class RedisBackend:
         # One server, Sentinel or a cluster (redistopology.py); + 1 connection for the pub/sub listener.
         self._connection = RedisConnection(settings, max_connections=settings.max_connections + 1)
         self._limiter = trio.CapacityLimiter(settings.max_connections)
+        # The hot path's commands (limits, cache reads and writes) go over trio sockets where we can (resp.py).
+        endpoint = endpoint_of(settings.url) if settings.mode == "standalone" else None
+        self._native = (
+            RespPool(endpoint, max_connections=settings.max_connections, timeout_s=settings.socket_timeout_s)
+            if endpoint is not None
+            else None
+        )
+        self._scripts: dict[str, str] = {}
         self._down_since: float | None = None
         self._next_attempt = 0.0
         self._last_logged = 0.0
@@ -123,15 +139,19 @@ class RedisBackend:
 
     # ---------------------------------------------------------------- calls
 
+    def _fail_fast_while_down(self) -> None:
+        if self._down_since is not None:
+            if self._clock() < self._next_attempt:
+                raise RedisUnavailable(f"Redis is unreachable ({self.last_error})")
+            self._next_attempt = self._clock() + self._retry_interval_s  # one caller tries; the others fail fast
+
     async def run(self, fn: Callable[[Client], T], *, probe: bool = False) -> T:
         """`fn(client)` in a worker thread. Raises RedisUnavailable; while down, fails fast unless it is time to try.
 
         `probe=True` always tries (health checks, /cache/ping): their answer must be current.
         """
-        if self._down_since is not None and not probe:
-            if self._clock() < self._next_attempt:
-                raise RedisUnavailable(f"Redis is unreachable ({self.last_error})")
-            self._next_attempt = self._clock() + self._retry_interval_s  # one caller tries; the others fail fast
+        if not probe:
+            self._fail_fast_while_down()
         try:
             result = await trio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
         except self._unreachable_errors as exc:
@@ -147,6 +167,37 @@ class RedisBackend:
     def _call(self, fn: Callable[[Client], T]) -> T:
         return fn(self._connection.client())
 
+    def lua(self, lua: str) -> LuaScript:
+        script = LuaScript(lua)
+        self._scripts[script.sha] = lua
+        return script
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Send commands as one pipeline (one round trip); replies in order, error replies as ReplyError values.
+
+        Raises RedisUnavailable like `run`. An EVALSHA the server does not know yet (after a restart or
+        SCRIPT FLUSH) is sent again as EVAL, which also loads it.
+        """
+        replies = await self._send(commands)
+        retry = [i for i, reply in enumerate(replies) if _no_script(reply) and str(commands[i][1]) in self._scripts]
+        if retry:
+            again = await self._send([["EVAL", self._scripts[str(commands[i][1])], *commands[i][2:]] for i in retry])
+            for i, reply in zip(retry, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        if self._native is None:
+            return await self.run(lambda client: [_one(client, command) for command in commands])
+        self._fail_fast_while_down()
+        try:
+            replies = await self._native.execute(commands)
+        except RespConnectionError as exc:
+            self._mark_down(exc)
+            raise RedisUnavailable(f"Redis is unreachable ({self.last_error})") from None
+        self._mark_up()
+        return replies
+
     async def ping(self) -> bool:
         """True when Redis answers now (always tries, even while marked down)."""
         try:
@@ -154,17 +205,13 @@ class RedisBackend:
         except RedisUnavailable:
             return False
 
-    def script(self, lua: str) -> Script:
-        """A Lua script; calling it with `client=` sends EVALSHA, and loads it when the server does not know it yet."""
-        from redis.commands.core import Script
-
-        return Script(self._connection, lua)  # type: ignore[arg-type]  # only asked for its encoder
-
     async def publish(self, channel: str, message: bytes) -> None:
         await self.run(lambda client: client.publish(channel, message))
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
+            if self._native is not None:
+                await self._native.aclose()
             await trio.to_thread.run_sync(self._connection.close, limiter=trio.CapacityLimiter(1))
 
     # ---------------------------------------------------------------- pub/sub
@@ -216,6 +263,22 @@ class RedisBackend:
 
     def _new_pubsub(self) -> Any:
         return self._connection.client().pubsub(ignore_subscribe_messages=True)
+
+
+def _one(client: Client, command: Command) -> Any:
+    """One command through redis-py (Sentinel, cluster, TLS): an error reply becomes a ReplyError value."""
+    from redis.exceptions import NoScriptError, ResponseError
+
+    try:
+        return client.execute_command(*command)
+    except NoScriptError as exc:  # redis-py drops the error's code from its message
+        return ReplyError(f"NOSCRIPT {exc}")
+    except ResponseError as exc:
+        return ReplyError(str(exc))
+
+
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 def _deliver(handlers: Mapping[str, Callable[[bytes], None]], message: dict[str, Any]) -> None:

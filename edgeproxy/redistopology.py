@@ -41,7 +41,6 @@ class RedisConnection:
     def __init__(self, settings: RedisSettings, *, max_connections: int) -> None:
         import redis
         from redis.backoff import NoBackoff
-        from redis.connection import Encoder
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.retry import Retry
 
@@ -54,7 +53,6 @@ class RedisConnection:
             "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         }
         self._max_connections = max_connections
-        self._encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
         self._lock = threading.Lock()
         self._closers: list[Callable[[], None]] = []
         self._client: Any = None
@@ -119,10 +117,6 @@ class RedisConnection:
                 client = self._client
         result: Client = client
         return result
-
-    def get_encoder(self) -> Any:
-        """How strings become bytes (what `redis.commands.core.Script` asks its client for)."""
-        return self._encoder
 
     def close(self) -> None:
         for close in self._closers:

@@ -4,11 +4,12 @@ The order matters:
 1. the request's `cache` controls are read (and removed from the body: they are ours, not the upstream's);
    a control the key may not use is refused (403) before anything is counted;
 2. rate limits count the request (429 with retry-after refuses it; cache hits count, as in LiteLLM);
-3. the cache lookup (one GET), before the budget reservation, so nothing is reserved across an await that
-   might be cancelled;
+3. the cache lookup (one GET, sent in the same Redis round trip as the limits' admission when both live in
+   Redis), before the budget reservation, so nothing is reserved across an await that might be cancelled;
 4. the budget is checked and reserved (a hit settles it at once at cost 0);
-5. the call, its answer stored in the cache when it succeeded, and the rate-limit ticket settled (parallel
-   slot freed, tokens counted) in a `finally`, for streams when the stream ends or the client leaves.
+5. the call; then, in a `finally`, the rate-limit ticket settled (parallel slot freed, tokens counted) and the
+   answer stored in the cache when the call succeeded, again in one round trip; for streams when the stream
+   ends or the client leaves.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import trio
 
 from edgeproxy.accounting import Accounting
-from edgeproxy.cache import CachedAnswer, CachePlan, ResponseCache, open_response_cache, replay
+from edgeproxy.cache import CachedAnswer, CachePlan, Entry, ResponseCache, open_response_cache, replay
 from edgeproxy.calls import CallRecord, Calls, dumps
 from edgeproxy.config import Config
 from edgeproxy.errors import ProxyError, RateLimitError
@@ -94,24 +95,26 @@ class Serving:
     async def answer(self, record: CallRecord, *, stream: bool, include_usage: bool) -> Answer:
         raw_controls = record.body.pop("cache", None)
         plan = self.cache.plan(record, raw_controls, stream=stream) if self.cache is not None else None
+        reading = plan if self.cache is not None and plan is not None and plan.read else None
+        # The cache lookup rides along with the admission when both go to Redis: one round trip for the two.
+        lookup = self.cache.read_command(reading) if self.cache is not None and reading is not None else None
         try:
-            ticket = await self.limits.admit(record.principal, record.call_id)
+            ticket = await self.limits.admit(record.principal, record.call_id, also=() if lookup is None else [lookup])
         except RateLimitError:
             if self.metrics is not None:
                 self.metrics.rate_limited()
             raise
         handed_over = False  # a stream settles its ticket when it ends
+        entry: Entry | None = None  # the answer to store in the cache
         try:
-            hit = await self.cache.lookup(plan) if self.cache is not None and plan is not None and plan.read else None
-            if self.metrics is not None and plan is not None and plan.read:
-                self.metrics.cache_lookup(hit is not None)
+            hit = await self._look_up(reading, ticket) if reading is not None else None
             self.accounting.admit(record)
             if hit is not None and plan is not None:
                 return self._from_cache(record, plan, hit, ticket, stream, include_usage)
             if not stream:
                 response = await self.calls.complete(record)
                 if self.cache is not None and plan is not None and plan.write:
-                    await self.cache.put(plan, record.usage, response=response)
+                    entry = self.cache.entry(plan, record.usage, response=response)
                 return Answer({**record.headers(), **ticket.headers}, body=dumps(response))
             upstream = await self.calls.open_stream(record)
             handed_over = True
@@ -123,7 +126,24 @@ class Serving:
         finally:
             if not handed_over:
                 with trio.CancelScope(shield=True):
-                    await ticket.release(_tokens(record))
+                    await self._settle(ticket, record, entry)
+
+    async def _look_up(self, plan: CachePlan, ticket: Ticket) -> CachedAnswer | None:
+        assert self.cache is not None
+        if ticket.also is not None:  # sent with the admission
+            hit = self.cache.answer_from(ticket.also[0], plan)
+        else:
+            hit = await self.cache.lookup(plan)
+        if self.metrics is not None:
+            self.metrics.cache_lookup(hit is not None)
+        return hit
+
+    async def _settle(self, ticket: Ticket, record: CallRecord, entry: Entry | None) -> None:
+        """Settle the rate-limit ticket and store the answer: one Redis round trip when both go there."""
+        store = self.cache.write_command(entry) if self.cache is not None and entry is not None else None
+        sent = await ticket.release(_tokens(record), also=() if store is None else [store])
+        if self.cache is not None and entry is not None and (store is None or sent is None):
+            await self.cache.write(entry)  # a cache in this process, or no settlement to ride along with
 
     def _from_cache(
         self, record: CallRecord, plan: CachePlan, hit: CachedAnswer, ticket: Ticket, stream: bool, include_usage: bool
@@ -149,16 +169,17 @@ class Serving:
         storing = self.cache is not None and plan is not None and plan.write
         if storing:
             record.chunks = []
+        entry: Entry | None = None
         try:
             async with aclosing(self.calls.relay(record, upstream, include_usage)) as relayed:
                 async for data in relayed:
                     yield data
             # Only a stream that reached its end is worth replaying (not one cut by an error or a departed client).
             if storing and self.cache is not None and plan is not None and record.error is None:
-                await self.cache.put(plan, record.usage, chunks=record.chunks)
+                entry = self.cache.entry(plan, record.usage, chunks=record.chunks)
         finally:
             with trio.CancelScope(shield=True):
-                await ticket.release(_tokens(record))
+                await self._settle(ticket, record, entry)
 
 
 def _tokens(record: CallRecord) -> int:

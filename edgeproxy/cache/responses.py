@@ -22,7 +22,7 @@ from edgeproxy.calls import SSE_DONE, CallRecord, dumps, sse_event
 from edgeproxy.config import CacheSettings
 from edgeproxy.errors import InvalidRequestError
 from edgeproxy.providers.base import CallType, Usage
-from edgeproxy.redisclient import RedisBackend, RedisUnavailable
+from edgeproxy.redisclient import Command, RedisBackend, RedisUnavailable, ReplyError
 
 log = logging.getLogger("edgeproxy.cache")
 DEFAULT_NAMESPACE = "litellm.cache"
@@ -52,6 +52,15 @@ class CachePlan:
     @property
     def storage_key(self) -> str:
         return f"{self.namespace}:{self.hash}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An encoded answer and where and for how long to keep it."""
+
+    key: str
+    value: bytes
+    ttl_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +108,46 @@ class ResponseCache:
         except RedisUnavailable as error:
             log.debug("cache lookup skipped: %s", error)
             return None
-        if raw is None:
+        return self.answer_from(raw, plan)
+
+    def read_command(self, plan: CachePlan) -> Command | None:
+        """The lookup as a Redis command, to pipeline with the rate-limit admission (None: not a Redis cache)."""
+        return self.store.get_command(plan.storage_key)
+
+    def answer_from(self, raw: Any, plan: CachePlan) -> CachedAnswer | None:
+        """A stored entry (or a lookup's reply: None, an error) as an answer; None for a miss."""
+        if isinstance(raw, ReplyError):
+            log.debug("cache lookup failed: %s", raw)
             return None
-        return _decode(raw, plan.max_age_s)
+        return _decode(raw, plan.max_age_s) if isinstance(raw, bytes) else None
+
+    def entry(
+        self,
+        plan: CachePlan,
+        usage: Usage | None,
+        *,
+        response: dict[str, Any] | None = None,
+        chunks: list[dict[str, Any]] | None = None,
+    ) -> Entry:
+        """A finished call's answer, ready to store under the plan's key."""
+        entry: dict[str, Any] = {"v": ENTRY_VERSION, "created": time.time()}
+        if usage is not None:
+            entry["usage"] = [usage.prompt_tokens, usage.completion_tokens]
+        if response is not None:
+            entry["response"] = response
+        else:
+            entry["chunks"] = chunks or []
+        return Entry(plan.storage_key, dumps(entry), plan.ttl_s)
+
+    def write_command(self, entry: Entry) -> Command | None:
+        """The store as a Redis command, to pipeline with the rate-limit settlement (None: not a Redis cache)."""
+        return self.store.put_command(entry.key, entry.value, entry.ttl_s)
+
+    async def write(self, entry: Entry) -> None:
+        try:
+            await self.store.put(entry.key, entry.value, entry.ttl_s)
+        except RedisUnavailable as error:
+            log.debug("cache write skipped: %s", error)
 
     async def put(
         self,
@@ -111,17 +157,7 @@ class ResponseCache:
         response: dict[str, Any] | None = None,
         chunks: list[dict[str, Any]] | None = None,
     ) -> None:
-        entry: dict[str, Any] = {"v": ENTRY_VERSION, "created": time.time()}
-        if usage is not None:
-            entry["usage"] = [usage.prompt_tokens, usage.completion_tokens]
-        if response is not None:
-            entry["response"] = response
-        else:
-            entry["chunks"] = chunks or []
-        try:
-            await self.store.put(plan.storage_key, dumps(entry), plan.ttl_s)
-        except RedisUnavailable as error:
-            log.debug("cache write skipped: %s", error)
+        await self.write(self.entry(plan, usage, response=response, chunks=chunks))
 
     # ---------------------------------------------------------------- admin
 
@@ -198,4 +234,4 @@ def open_response_cache(settings: CacheSettings, backend: RedisBackend | None) -
     return ResponseCache(settings, LocalStore(lru))
 
 
-__all__ = ["CacheControls", "CachePlan", "CachedAnswer", "ResponseCache", "open_response_cache", "replay"]
+__all__ = ["CacheControls", "CachePlan", "CachedAnswer", "Entry", "ResponseCache", "open_response_cache", "replay"]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from edgeproxy.cache.local import LocalLRU
-from edgeproxy.redisclient import Client, RedisBackend
+from edgeproxy.redisclient import Client, Command, RedisBackend, RedisUnavailable, ReplyError
 
 FLUSH_BATCH = 500
 
@@ -21,6 +21,10 @@ class CacheStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    def get_command(self, key: str) -> Command | None: ...
+
+    def put_command(self, key: str, value: bytes, ttl_s: float) -> Command | None: ...
 
     async def delete(self, keys: Sequence[str]) -> int: ...
 
@@ -54,12 +58,21 @@ class RedisStore:
         self.backend = backend
 
     async def get(self, key: str) -> bytes | None:
-        value = await self.backend.run(lambda client: client.get(key))
+        (value,) = await self.backend.execute([self.get_command(key)])
+        if isinstance(value, ReplyError):
+            raise RedisUnavailable(f"Redis refused the command: {value}")
         return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        ttl_ms = max(1, round(ttl_s * 1000))
-        await self.backend.run(lambda client: client.set(key, value, px=ttl_ms))
+        (reply,) = await self.backend.execute([self.put_command(key, value, ttl_s)])
+        if isinstance(reply, ReplyError):
+            raise RedisUnavailable(f"Redis refused the command: {reply}")
+
+    def get_command(self, key: str) -> Command:
+        return ("GET", key)
+
+    def put_command(self, key: str, value: bytes, ttl_s: float) -> Command:
+        return ("SET", key, value, "PX", max(1, round(ttl_s * 1000)))
 
     async def delete(self, keys: Sequence[str]) -> int:
         if not keys:
@@ -84,6 +97,12 @@ class LocalStore:
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
         self.lru.set(key, value, ttl_s)
+
+    def get_command(self, key: str) -> None:
+        return None  # in this process: no round trip to share
+
+    def put_command(self, key: str, value: bytes, ttl_s: float) -> None:
+        return None
 
     async def delete(self, keys: Sequence[str]) -> int:
         return self.lru.delete(keys)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgeproxy.auth import Principal
 from edgeproxy.errors import RateLimitError
 from edgeproxy.limits.windows import ADMIT_LUA, RELEASE_LUA, WINDOW_S, LocalWindows, Reply
-from edgeproxy.redisclient import RedisBackend, RedisUnavailable
+from edgeproxy.redisclient import Command, RedisBackend, RedisUnavailable, ReplyError
 
 log = logging.getLogger("edgeproxy.limits")
 _ENTITIES = (("key", "token"), ("user", "user_id"), ("team", "team_id"))
@@ -71,13 +72,19 @@ class Ticket:
     shared: bool = False  # admitted by Redis (settle there) or by this process
     headers: dict[str, str] = field(default_factory=dict)
     released: bool = False
+    # Replies to the commands passed to `admit(also=...)`, when they went with the admission (else None).
+    also: list[Any] | None = None
 
-    async def release(self, tokens: int) -> None:
-        """Free the parallel slot and count the call's tokens (once; call it in a `finally`)."""
+    async def release(self, tokens: int, also: Sequence[Command] = ()) -> list[Any] | None:
+        """Free the parallel slot and count the call's tokens (once; call it in a `finally`).
+
+        `also`: Redis commands to send in the same round trip when there is one; their replies are returned,
+        or None when they were not sent (nothing to settle in Redis): then the caller sends them itself.
+        """
         if self.released or self.limiter is None:
-            return
+            return None
         self.released = True
-        await self.limiter.settle(self, tokens)
+        return await self.limiter.settle(self, tokens, also)
 
 
 NO_LIMITS = Ticket(released=True)
@@ -89,8 +96,8 @@ class RateLimiter:
         self._prefix = prefix
         self._lease_ms = max(1000, round(lease_s * 1000))
         self._local = local or LocalWindows()
-        self._admit = backend.script(ADMIT_LUA) if backend is not None else None
-        self._release = backend.script(RELEASE_LUA) if backend is not None else None
+        self._admit = backend.lua(ADMIT_LUA) if backend is not None else None
+        self._release = backend.lua(RELEASE_LUA) if backend is not None else None
 
     def _keys(self, limit: Limit) -> tuple[str, str, str]:
         # One hash tag for all: the admission script reads a key's, user's and team's counters at once, and in a
@@ -98,8 +105,12 @@ class RateLimiter:
         base = f"{self._prefix}:{{limits}}:{limit.entity}:{limit.id}"
         return f"{base}:rpm", f"{base}:tpm", f"{base}:parallel"
 
-    async def admit(self, principal: Principal, call_id: str) -> Ticket:
-        """Count the request against its limits, or raise RateLimitError (429, retry-after)."""
+    async def admit(self, principal: Principal, call_id: str, also: Sequence[Command] = ()) -> Ticket:
+        """Count the request against its limits, or raise RateLimitError (429, retry-after).
+
+        `also`: Redis commands to pipeline with the admission (the response cache's lookup): one round trip for
+        both. Their replies are on `ticket.also`, None when they were not sent (no limits, or Redis down).
+        """
         limits = limits_of(principal)
         if not limits:
             return NO_LIMITS
@@ -107,40 +118,49 @@ class RateLimiter:
         args: list[int | str] = [call_id, self._lease_ms]
         for limit in limits:
             args += [_or_none(limit.rpm), _or_none(limit.tpm), _or_none(limit.parallel)]
-        reply, shared = await self._run_admit(keys, args)
+        reply, others = await self._run_admit(keys, args, also)
         if int(reply[0]) != 1:
             raise _refusal(limits, reply)
-        return Ticket(self, limits, call_id, shared, _headers(limits, reply))
+        return Ticket(self, limits, call_id, others is not None, _headers(limits, reply), also=others)
 
-    async def _run_admit(self, keys: list[str], args: list[int | str]) -> tuple[Reply, bool]:
+    async def _run_admit(
+        self, keys: list[str], args: list[int | str], also: Sequence[Command]
+    ) -> tuple[Reply, list[Any] | None]:
         if self._backend is not None and self._admit is not None:
-            script = self._admit
             try:
-                reply = await self._backend.run(lambda client: script(keys=keys, args=args, client=client))
-                return [_text(v) for v in reply], True
+                reply, *others = await _send(self._backend, self._admit.command(keys, args), also)
+                return [_text(v) for v in reply], others
             except RedisUnavailable as error:
                 log.debug("rate limits fall back to this process: %s", error)
-        return self._local.admit(keys, args), False
+        return self._local.admit(keys, args), None
 
-    async def settle(self, ticket: Ticket, tokens: int) -> None:
+    async def settle(self, ticket: Ticket, tokens: int, also: Sequence[Command] = ()) -> list[Any] | None:
         wanted = [(limit.tpm is not None and tokens > 0, limit.parallel is not None) for limit in ticket.limits]
         if not any(tpm or par for tpm, par in wanted):
-            return  # rpm only: nothing to settle, no round trip
+            return None  # rpm only: nothing to settle, no round trip
         keys: list[str] = []
         args: list[int | str] = [ticket.call_id, max(0, tokens)]
         for limit, (tpm, par) in zip(ticket.limits, wanted, strict=True):
             keys += self._keys(limit)[1:]
             args += ["1" if tpm else "0", "1" if par else "0"]
         if ticket.shared and self._backend is not None and self._release is not None:
-            script = self._release
             try:
-                await self._backend.run(lambda client: script(keys=keys, args=args, client=client))
-                return
+                _, *others = await _send(self._backend, self._release.command(keys, args), also)
+                return others
             except RedisUnavailable as error:
                 # The slot's lease runs out by itself; these tokens go uncounted (they were admitted already).
                 log.debug("could not settle a rate-limit slot in Redis: %s", error)
-                return
+                return None
         self._local.release(keys, args)
+        return None
+
+
+async def _send(backend: RedisBackend, command: Command, also: Sequence[Command]) -> list[Any]:
+    """Our script and the caller's commands in one round trip; RedisUnavailable if our script failed."""
+    replies = await backend.execute([command, *also])
+    if isinstance(replies[0], ReplyError):
+        raise RedisUnavailable(f"Redis refused the command: {replies[0]}")
+    return replies
 
 
 def _or_none(value: int | None) -> int:

@@ -22,11 +22,16 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "count my round t
 IN_SCRIPTS = {"time", "hgetall", "hdel", "hincrby", "expire", "zremrangebyscore", "zcard", "zadd", "pexpire", "zrem"}
 
 
+def reads(client: redis.Redis) -> int:
+    """Read events the server has processed: one per pipeline it received (small ones arrive in one piece)."""
+    return int(client.info("stats")["total_reads_processed"])
+
+
 def round_trips(client: redis.Redis) -> dict[str, int]:
     """Commands received since the last reset, without those run by scripts and the reset itself."""
     stats = client.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(values["calls"]) for name, values in stats.items()}
-    return {name: n for name, n in calls.items() if name not in IN_SCRIPTS and name != "config|resetstat"}
+    return {name: n for name, n in calls.items() if name not in IN_SCRIPTS and name not in ("config|resetstat", "info")}
 
 
 async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream) -> None:
@@ -41,15 +46,22 @@ async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream)
             await second.post("/v1/chat/completions", json={**CHAT, "user": "warm"})  # a hit: loads the admit script
             await second.post("/v1/chat/completions", json={**CHAT, "n": 1})  # a miss: loads the settle script
             client.config_resetstat()
+            before = reads(client)
             hit = await first.post("/v1/chat/completions", json=CHAT)
+            hit_reads = reads(client) - before - 1  # less this INFO's own read
             rpm_only_hit = round_trips(client)
             client.config_resetstat()
             await second.post("/v1/chat/completions", json=CHAT)
             tpm_hit = round_trips(client)
             client.config_resetstat()
+            before = reads(client)
             await second.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "new"}]})
+            miss_reads = reads(client) - before - 1
             tpm_miss = round_trips(client)
     assert "x-litellm-cache-key" in hit.headers
     assert rpm_only_hit == {"evalsha": 1, "get": 1}
     assert tpm_hit == {"evalsha": 1, "get": 1}  # a hit uses no tokens: nothing to settle afterwards
     assert tpm_miss == {"evalsha": 2, "get": 1, "set": 1}  # admit, lookup, store, then count the call's tokens
+    # Pipelined: the lookup goes with the admission, the store with the settlement.
+    assert hit_reads == 1
+    assert miss_reads == 2

@@ -1,0 +1,159 @@
+"""The trio-native Redis client of the hot path, against real redis-server processes."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+
+import pytest
+import redis
+import trio
+
+from edgeproxy.redisclient import LuaScript, RedisBackend, RedisUnavailable
+from edgeproxy.redisconfig import RedisSettings
+from edgeproxy.resp import Endpoint, ReplyError, RespConnectionError, RespPool, endpoint_of
+from tests.e2e.redis_support import SHARED_REDIS_URL, free_port, private_redis, requires_redis
+
+pytestmark = [pytest.mark.redis]
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    tag = f"edgeproxy-test-resp-{secrets.token_hex(5)}"
+    yield tag
+    with redis.Redis.from_url(SHARED_REDIS_URL) as client:
+        found = list(client.scan_iter(match=f"{tag}*"))
+        if found:
+            client.unlink(*found)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[RespPool]:
+    endpoint = endpoint_of(SHARED_REDIS_URL)
+    assert endpoint is not None
+    pool = RespPool(endpoint, max_connections=4, timeout_s=2.0)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+def test_urls_it_speaks_and_those_it_leaves_to_redis_py() -> None:
+    assert endpoint_of("redis://:p%40ss@cache.lan:6380/2") == Endpoint("cache.lan", 6380, None, 2, None, "p@ss")
+    assert endpoint_of("redis://me:pw@cache.lan") == Endpoint("cache.lan", 6379, None, 0, "me", "pw")
+    assert endpoint_of("unix:///run/redis.sock?db=3") == Endpoint(path="/run/redis.sock", db=3)
+    assert endpoint_of("rediss://cache.lan:6380/0") is None  # TLS: redis-py
+    assert endpoint_of("redis://cache.lan/0?health_check_interval=5") is None  # options we don't implement
+
+
+@requires_redis
+async def test_a_pipeline_keeps_order_and_returns_error_replies_in_place(pool: RespPool, prefix: str) -> None:
+    big = secrets.token_bytes(200_000)  # several reads' worth
+    replies = await pool.execute(
+        [
+            ("SET", f"{prefix}:a", big, "PX", 60_000),
+            ("GET", f"{prefix}:a"),
+            ("GET", f"{prefix}:missing"),
+            ("SET", f"{prefix}:word", "hello"),
+            ("INCR", f"{prefix}:word"),  # an error reply between two good ones
+            ("EVAL", "return {1, 'two', {3}, redis.call('GET', KEYS[1])}", 1, f"{prefix}:word"),
+        ]
+    )
+    assert replies[0] == b"OK"
+    assert replies[1] == big
+    assert replies[2] is None
+    assert isinstance(replies[4], ReplyError) and "not an integer" in str(replies[4])
+    assert replies[5] == [1, b"two", [3], b"hello"]
+
+
+@requires_redis
+async def test_a_cancelled_command_does_not_leave_its_reply_for_the_next_caller(pool: RespPool, prefix: str) -> None:
+    await pool.execute([("SET", f"{prefix}:k", "v")])
+    with trio.move_on_after(0.1):
+        await pool.execute([("BLPOP", f"{prefix}:list", 0)])  # blocks until cancelled
+    await redis_push(f"{prefix}:list", "late")  # would be BLPOP's reply on its (dropped) connection
+    assert await pool.execute([("GET", f"{prefix}:k")]) == [b"v"]
+
+
+async def redis_push(key: str, value: str) -> None:
+    with redis.Redis.from_url(SHARED_REDIS_URL) as client:
+        client.rpush(key, value)
+
+
+@requires_redis
+async def test_an_idle_connection_killed_by_the_server_is_replaced_transparently(pool: RespPool, prefix: str) -> None:
+    name = prefix.encode()
+    await pool.execute([("CLIENT", "SETNAME", name)])
+    with redis.Redis.from_url(SHARED_REDIS_URL) as admin:
+        killed = [c for c in admin.client_list() if c.get("name") == prefix]
+        assert len(killed) == 1
+        admin.client_kill_filter(_id=killed[0]["id"])
+    assert await pool.execute([("PING",)]) == [b"PONG"]
+
+
+async def test_no_server_is_a_connection_error() -> None:
+    pool = RespPool(Endpoint("127.0.0.1", free_port()), max_connections=1, timeout_s=2.0)
+    with pytest.raises(RespConnectionError, match="ConnectionError"):
+        await pool.execute([("PING",)])
+
+
+async def test_a_server_that_never_answers_times_out() -> None:
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, _accept_and_stay_silent, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        pool = RespPool(Endpoint("127.0.0.1", port), max_connections=1, timeout_s=0.2)
+        with pytest.raises(RespConnectionError, match=r"did not answer within 0\.2 s"):
+            await pool.execute([("PING",)])
+        nursery.cancel_scope.cancel()
+
+
+async def _accept_and_stay_silent(stream: trio.SocketStream) -> None:
+    await trio.sleep_forever()
+
+
+async def test_auth_and_select_on_every_new_connection() -> None:
+    with private_redis() as server:
+        with redis.Redis(port=server.port) as admin:
+            admin.config_set("requirepass", "s3cret")
+        endpoint = endpoint_of(f"redis://:s3cret@127.0.0.1:{server.port}/5")
+        assert endpoint is not None
+        pool = RespPool(endpoint, max_connections=2, timeout_s=2.0)
+        assert await pool.execute([("SET", "where", "db5")]) == [b"OK"]
+        await pool.aclose()
+        with redis.Redis(port=server.port, db=5, password="s3cret") as check:
+            assert check.get("where") == b"db5"
+        wrong = RespPool(Endpoint("127.0.0.1", server.port, password="nope"), max_connections=1, timeout_s=2.0)
+        with pytest.raises(RespConnectionError, match="refused the connection setup"):
+            await wrong.execute([("PING",)])
+
+
+@requires_redis
+@pytest.mark.parametrize("url", [SHARED_REDIS_URL, SHARED_REDIS_URL + "?health_check_interval=0"])
+async def test_backend_reloads_a_script_the_server_forgot(url: str, prefix: str) -> None:
+    """Native (first URL) and through redis-py in a thread (options the native client leaves to redis-py)."""
+    backend = RedisBackend(RedisSettings(url=url))
+    script = backend.lua(f"-- {prefix}\nreturn redis.call('INCR', KEYS[1])")
+    unknown = LuaScript(f"-- {prefix} never registered\nreturn 1")
+    try:
+        with redis.Redis.from_url(SHARED_REDIS_URL) as admin:
+            admin.script_flush()
+        command = script.command([f"{prefix}:n"], [])
+        assert await backend.execute([command, command]) == [1, 2]
+        assert await backend.execute([command]) == [3]  # loaded by the EVAL: EVALSHA works again
+        (reply,) = await backend.execute([unknown.command([], [])])
+        assert isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+    finally:
+        await backend.aclose()
+
+
+async def test_backend_marks_redis_down_and_fails_fast() -> None:
+    backend = RedisBackend(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        with pytest.raises(RedisUnavailable, match="unreachable"):
+            await backend.execute([("PING",)])
+        assert not backend.up
+        with pytest.raises(RedisUnavailable):  # within the retry interval: no new connection attempt
+            await backend.execute([("PING",)])
+    finally:
+        await backend.aclose()
