@@ -1,4 +1,4 @@
-"""The Quart-Trio application: blueprints, limits and one error renderer for everything."""
+"""The Quart-Trio application: blueprints, limits, error handlers, and the LLM fast path in front of it all."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edgeproxy import ui
 from edgeproxy.api import cache, health, keys, llm, metrics, models, spend, teams, users
-from edgeproxy.errors import InvalidRequestError, NotFoundError, ProxyError, RequestTooLargeError
+from edgeproxy.api.fastpath import BODY_TIMEOUT_S, FastPath, error_body, internal_error, too_large_error
+from edgeproxy.calls import dumps
+from edgeproxy.errors import InvalidRequestError, NotFoundError, ProxyError
 from edgeproxy.gateway import Gateway
 
 log = logging.getLogger("edgeproxy.app")
@@ -23,7 +25,7 @@ def gateway() -> Gateway:
 
 
 def error_response(exc: ProxyError) -> Response:
-    response = current_app.response_class(llm.dumps(exc.body()), status=exc.status, content_type="application/json")
+    response = current_app.response_class(error_body(exc), status=exc.status, content_type="application/json")
     response.headers.update(exc.headers)
     return response
 
@@ -36,7 +38,7 @@ def create_app(gw: Gateway) -> QuartTrio:
         MAX_CONTENT_LENGTH=max_bytes,
         # Quart's 60 s RESPONSE_TIMEOUT silently truncates long streams; deadlines are ours (per deployment).
         RESPONSE_TIMEOUT=None,
-        BODY_TIMEOUT=600,
+        BODY_TIMEOUT=BODY_TIMEOUT_S,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -52,8 +54,7 @@ def create_app(gw: Gateway) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def on_http_error(exc: HTTPException) -> Response:
         if isinstance(exc, RequestEntityTooLarge):
-            limit = gw.config.general.max_request_size_mb
-            return error_response(RequestTooLargeError(f"the request body is larger than {limit:g} MB"))
+            return error_response(too_large_error(gw.config.general.max_request_size_mb))
         if exc.code == 404:
             return error_response(NotFoundError("no such route; see /v1/models, /v1/chat/completions"))
         error = InvalidRequestError(exc.description or exc.name, status=exc.code or 400)
@@ -63,13 +64,17 @@ def create_app(gw: Gateway) -> QuartTrio:
     @app.errorhandler(Exception)
     async def on_unexpected(exc: Exception) -> Response:
         log.exception("unexpected error while handling a request")
-        return error_response(ProxyError("internal error; the proxy log has the details"))
+        return error_response(internal_error())
 
+    # POSTs on the LLM routes are served before Quart sees them (api/fastpath.py). Wrapping `asgi_app`, as
+    # Quart documents for middleware, keeps the app a Quart app: hypercorn and `app.test_client()` both go
+    # through the fast path, and it stays inside server.py's drain tracker.
+    app.asgi_app = FastPath(gw, app.asgi_app)  # type: ignore[method-assign]
     return app
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    response = current_app.response_class(llm.dumps(body), status=status, content_type="application/json")
+    response = current_app.response_class(dumps(body), status=status, content_type="application/json")
     if headers:
         response.headers.update(headers)
     return response

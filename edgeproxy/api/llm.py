@@ -1,83 +1,64 @@
-"""OpenAI-compatible LLM routes: chat, completions, embeddings. Thin: parse, call, render."""
+"""OpenAI-compatible LLM routes: chat, completions, embeddings. Which path is which call, and parse → answer.
+
+POSTs on these paths are served by the raw ASGI handler in `api/fastpath.py`, in front of Quart (Quart costs
+about 200 µs a request). Quart keeps the rules only so that other methods on these paths get its 405.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from typing import NoReturn
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint
 
 from edgeproxy.api.requests import check_body, parse_json_object, wants_usage_chunk
-from edgeproxy.calls import dumps
+from edgeproxy.auth import Principal
 from edgeproxy.gateway import Gateway
 from edgeproxy.providers.base import CallType
+from edgeproxy.serving import Answer
 
-blueprint = Blueprint("llm", __name__)
-__all__ = ["blueprint", "dumps"]
+ROUTES: dict[str, CallType] = {
+    "/v1/chat/completions": CallType.CHAT,
+    "/chat/completions": CallType.CHAT,
+    "/v1/completions": CallType.COMPLETION,
+    "/completions": CallType.COMPLETION,
+    "/v1/embeddings": CallType.EMBEDDING,
+    "/embeddings": CallType.EMBEDDING,
+}
+# Azure-style chat: /openai/deployments/<path:model>/chat/completions (the model in the path is not used).
+_DEPLOYMENT_PREFIX, _DEPLOYMENT_SUFFIX = "/openai/deployments/", "/chat/completions"
 
 
-def _gateway() -> Gateway:
-    gw: Gateway = current_app.extensions["edgeproxy"]
-    return gw
+def call_type(path: str) -> CallType | None:
+    """The call a POST to `path` makes, matched as Quart's URL map matches the rules below.
+
+    werkzeug ignores extra leading slashes, and its `path` converter (`[^/].*?`) wants a non-empty model that
+    does not start with a slash and has no newline. tests/e2e/test_fastpath.py checks both agree.
+    """
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    call = ROUTES.get(path)
+    if call is None and path.startswith(_DEPLOYMENT_PREFIX) and path.endswith(_DEPLOYMENT_SUFFIX):
+        model = path[len(_DEPLOYMENT_PREFIX) : -len(_DEPLOYMENT_SUFFIX)]
+        if model and model[0] != "/" and "\n" not in model:
+            return CallType.CHAT
+    return call
 
 
-async def _handle(call: CallType) -> Response:
-    gw = _gateway()
-    principal = await gw.authenticate(request.headers)
-    body = parse_json_object(await request.get_data(as_text=False, parse_form_data=False))
+async def answer(gw: Gateway, call: CallType, principal: Principal, raw: bytes) -> Answer:
+    body = parse_json_object(raw)
     requested = check_body(call, body)
     group = gw.resolve_model(requested, principal)
     record = gw.calls.new_record(call, principal, group, requested, body)
     # Limits, budget, response cache and the call itself (edgeproxy/serving.py).
-    answer = await gw.serving.answer(record, stream=bool(body.get("stream")), include_usage=wants_usage_chunk(body))
-    if answer.chunks is None:
-        return Response(answer.body or b"", status=200, content_type="application/json", headers=answer.headers)
-    response = Response(
-        await _started(answer.chunks),
-        status=200,
-        content_type="text/event-stream",
-        headers={**answer.headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
-    response.timeout = None  # our deadlines apply; Quart's would cut long streams
-    return response
+    return await gw.serving.answer(record, stream=bool(body.get("stream")), include_usage=wants_usage_chunk(body))
 
 
-async def _started(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
-    """The stream with its first chunk already taken.
-
-    A client that leaves before Quart starts the body would otherwise leave the generator unstarted, and an
-    unstarted generator never runs its `finally` (closing the upstream, settling the budget reservation and the
-    rate-limit slot). A started one is closed by trio's async-generator finalizer even if nobody iterates it.
-    """
-    try:
-        first = await chunks.__anext__()
-    except StopAsyncIteration:
-        first = b""
-
-    async def body() -> AsyncIterator[bytes]:
-        async with aclosing(chunks):  # a client leaving mid-stream closes the upstream at once, not at GC
-            if first:
-                yield first
-            async for data in chunks:
-                yield data
-
-    return body()
+blueprint = Blueprint("llm", __name__)
 
 
-@blueprint.post("/v1/chat/completions")
-@blueprint.post("/chat/completions")
-@blueprint.post("/openai/deployments/<path:model>/chat/completions")
-async def chat_completions(model: str | None = None) -> Response:
-    return await _handle(CallType.CHAT)
+async def _served_by_fast_path(model: str | None = None) -> NoReturn:
+    raise RuntimeError("a POST on an LLM route reached Quart; api/fastpath.py should have served it")
 
 
-@blueprint.post("/v1/completions")
-@blueprint.post("/completions")
-async def completions() -> Response:
-    return await _handle(CallType.COMPLETION)
-
-
-@blueprint.post("/v1/embeddings")
-@blueprint.post("/embeddings")
-async def embeddings() -> Response:
-    return await _handle(CallType.EMBEDDING)
+for _rule in (*ROUTES, f"{_DEPLOYMENT_PREFIX}<path:model>{_DEPLOYMENT_SUFFIX}"):
+    blueprint.add_url_rule(_rule, view_func=_served_by_fast_path, methods=["POST"])
