@@ -157,6 +157,15 @@ class ProxyProcess:
             total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
         return total / 1024
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by the proxy and its worker processes."""
+        assert self.process is not None
+        total = 0
+        for pid in [self.process.pid, *_children(self.process.pid)]:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
     def soak(self, minutes: float) -> float:
         """RSS growth per minute under steady load (c=8), after a one-minute warm-up."""
         wrk(self.url + "/v1/chat/completions", 8, 60, "chat.lua", self.master_key)
