@@ -1,8 +1,8 @@
 """The built-in `mock/` provider: an OpenAI-compatible upstream that lives in-process.
 
 It lets people try edgeproxy (the `demo` model) and lets tests smoke-test the whole path without an LLM. The
-provider is plain OpenAI translation; `MockTransport` stands in for the network under httpx and answers in real
-OpenAI wire format, deterministically, without sleeping.
+provider is plain OpenAI translation; `MockTransport` stands in for an httpcore connection pool (the interface the
+upstream client sends through) and answers in real OpenAI wire format, deterministically, without sleeping.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-import httpx
+import httpcore
 
 from edgeproxy.config import Deployment
 from edgeproxy.providers.base import CallType, Usage, estimate_tokens
@@ -39,22 +39,27 @@ class MockProvider(OpenAIProvider):
     name = "mock"
 
 
-class MockTransport(httpx.AsyncBaseTransport):
+class MockTransport:
     """Answers OpenAI API calls for one mock deployment: chat, completions, embeddings, models."""
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
-        path = request.url.path.rstrip("/")
+    async def aclose(self) -> None:
+        pass
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        assert isinstance(request.stream, AsyncIterable)
+        body = b"".join([piece async for piece in request.stream])
+        path = request.url.target.decode("ascii").partition("?")[0].rstrip("/")
+        method = request.method.decode("ascii")
         error = self._configured_error()
         if error is not None:
             return error
-        if request.method == "GET" and path.endswith("/models"):
+        if method == "GET" and path.endswith("/models"):
             return _json(200, self._models())
-        if request.method != "POST":
-            return _error(405, f"{request.method} {path} is not supported by the mock upstream")
+        if method != "POST":
+            return _error(405, f"{method} {path} is not supported by the mock upstream")
         try:
             payload = json.loads(body or b"{}")
         except ValueError:
@@ -69,7 +74,7 @@ class MockTransport(httpx.AsyncBaseTransport):
             return self._embeddings(payload)
         return _error(404, f"no route {path} on the mock upstream")
 
-    def _configured_error(self) -> httpx.Response | None:
+    def _configured_error(self) -> httpcore.Response | None:
         # `mock_response: "error:429"` makes every call fail that way, so tests can exercise retries and cooldowns.
         reply = self.deployment.params.get("mock_response")
         if isinstance(reply, str) and reply.startswith("error:"):
@@ -82,7 +87,7 @@ class MockTransport(httpx.AsyncBaseTransport):
         model = {"id": self.deployment.model, "object": "model", "created": _MODEL_CREATED, "owned_by": "edgeproxy"}
         return {"object": "list", "data": [model]}
 
-    def _generate(self, call: CallType, payload: dict[str, Any]) -> httpx.Response:
+    def _generate(self, call: CallType, payload: dict[str, Any]) -> httpcore.Response:
         prompt_text = _prompt_text(call, payload)
         reply, finish = self._reply(call, payload)
         usage = Usage(prompt_tokens=max(1, estimate_tokens(prompt_text)), completion_tokens=estimate_tokens(reply))
@@ -94,10 +99,10 @@ class MockTransport(httpx.AsyncBaseTransport):
             return _json(200, text_completion(model, reply, finish, usage))
         options = payload.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        return httpx.Response(
+        return httpcore.Response(
             200,
-            headers={"content-type": "text/event-stream"},
-            stream=_Events(_stream_events(ChunkMaker(model, call), reply, finish, usage, include_usage)),
+            headers=[(b"content-type", b"text/event-stream")],
+            content=_Events(_stream_events(ChunkMaker(model, call), reply, finish, usage, include_usage)),
         )
 
     def _reply(self, call: CallType, payload: dict[str, Any]) -> tuple[str, str]:
@@ -110,7 +115,7 @@ class MockTransport(httpx.AsyncBaseTransport):
             return reply[: limit * 4], "length"
         return reply, "stop"
 
-    def _embeddings(self, payload: dict[str, Any]) -> httpx.Response:
+    def _embeddings(self, payload: dict[str, Any]) -> httpcore.Response:
         given = payload.get("input")
         inputs = [given] if isinstance(given, str) else given
         if not isinstance(inputs, list) or not inputs:
@@ -160,7 +165,7 @@ def _stream_events(maker: ChunkMaker, reply: str, finish: str, usage: Usage, inc
     return [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
 
 
-class _Events(httpx.AsyncByteStream):
+class _Events:
     """Yields each SSE event as its own piece, like a network would, without an async generator to finalize."""
 
     def __init__(self, pieces: list[bytes]) -> None:
@@ -184,10 +189,10 @@ class _PieceIterator:
             raise StopAsyncIteration from None
 
 
-def _json(status: int, obj: Any) -> httpx.Response:
-    return httpx.Response(status, headers={"content-type": "application/json"}, content=json.dumps(obj).encode())
+def _json(status: int, obj: Any) -> httpcore.Response:
+    return httpcore.Response(status, headers=[(b"content-type", b"application/json")], content=json.dumps(obj).encode())
 
 
-def _error(status: int, message: str, param: str | None = None) -> httpx.Response:
+def _error(status: int, message: str, param: str | None = None) -> httpcore.Response:
     error = {"message": message, "type": _ERROR_TYPES.get(status, "api_error"), "param": param, "code": str(status)}
     return _json(status, {"error": error})

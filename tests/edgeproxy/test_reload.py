@@ -30,7 +30,7 @@ def mock(name: str) -> dict[str, Any]:
 
 
 def closed(upstreams: Any) -> bool:
-    return all(client.is_closed for shards in upstreams._clients.values() for client in shards)
+    return bool(upstreams.closed)
 
 
 async def test_reload_swaps_models_and_closes_old_clients_once_idle(

@@ -3,8 +3,10 @@ from __future__ import annotations
 import base64
 import math
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 
@@ -22,8 +24,32 @@ def _dep(**params: Any) -> Deployment:
     return deployment("mock", model="demo", api_base=BASE, model_name="demo", params=params)
 
 
+class _ViaHttpx(httpx.AsyncBaseTransport):
+    """Drives the mock (shaped like an httpcore pool) from an httpx client, for convenient assertions."""
+
+    def __init__(self, dep: Deployment) -> None:
+        self._mock = MockTransport(dep)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = httpcore.URL(
+            scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port, target=request.url.raw_path
+        )
+        sent = httpcore.Request(request.method, url, headers=request.headers.raw, content=await request.aread())
+        response = await self._mock.handle_async_request(sent)
+        return httpx.Response(response.status, headers=response.headers, stream=_Pieces(response))
+
+
+class _Pieces(httpx.AsyncByteStream):
+    def __init__(self, response: httpcore.Response) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for piece in self._response.aiter_stream():
+            yield piece
+
+
 def _client(dep: Deployment) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=MockTransport(dep))
+    return httpx.AsyncClient(transport=_ViaHttpx(dep))
 
 
 async def _post(dep: Deployment, path: str, body: dict[str, Any]) -> httpx.Response:
