@@ -17,6 +17,7 @@ that imports redis.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -95,6 +96,8 @@ class RedisBackend:
             else None
         )
         self._scripts: dict[str, str] = {}
+        self._deferred: list[Command] = []
+        self._deferred_added = trio.Event()
         self._down_since: float | None = None
         self._next_attempt = 0.0
         self._last_logged = 0.0
@@ -172,12 +175,51 @@ class RedisBackend:
         self._scripts[script.sha] = lua
         return script
 
+    def defer(self, commands: Sequence[Command]) -> None:
+        """Commands nobody waits for (rate-limit settlements, cache stores), sent off the response path.
+
+        They go in front of this process's next pipeline, or with `serve_deferred` a moment later, whichever
+        comes first; many requests' share one round trip under load. In front: a request that follows on this
+        instance finds its predecessor's parallel slot freed and its answer stored. A failure is logged and
+        dropped, as it would have been had we waited (a slot's lease then runs out by itself).
+        """
+        self._deferred.extend(commands)
+        self._deferred_added.set()
+
+    async def serve_deferred(self) -> NoReturn:
+        """Send deferred commands as soon as the event loop gets to it (see `defer`)."""
+        while True:
+            await self._deferred_added.wait()
+            self._deferred_added = trio.Event()
+            await self.flush_deferred()
+
+    async def flush_deferred(self) -> None:
+        if self._deferred:
+            with contextlib.suppress(RedisUnavailable):
+                await self.execute([])
+
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
-        """Send commands as one pipeline (one round trip); replies in order, error replies as ReplyError values.
+        """Send commands as one pipeline (one round trip), deferred ones in front; replies in order, error
+        replies as ReplyError values.
 
         Raises RedisUnavailable like `run`. An EVALSHA the server does not know yet (after a restart or
         SCRIPT FLUSH) is sent again as EVAL, which also loads it.
         """
+        deferred, self._deferred = self._deferred, []
+        if not deferred and not commands:
+            return []
+        try:
+            replies = await self._pipeline([*deferred, *commands])
+        except RedisUnavailable as error:
+            if deferred:
+                log.debug("%d deferred Redis commands dropped: %s", len(deferred), error)
+            raise
+        for reply in replies[: len(deferred)]:
+            if isinstance(reply, ReplyError):
+                log.debug("a deferred Redis command failed: %s", reply)
+        return replies[len(deferred) :]
+
+    async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
         replies = await self._send(commands)
         retry = [i for i, reply in enumerate(replies) if _no_script(reply) and str(commands[i][1]) in self._scripts]
         if retry:
@@ -210,6 +252,8 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.settings.socket_timeout_s):
+                await self.flush_deferred()  # free the slots of the last calls before we go
             if self._native is not None:
                 await self._native.aclose()
             await trio.to_thread.run_sync(self._connection.close, limiter=trio.CapacityLimiter(1))
@@ -303,6 +347,9 @@ async def open_redis(settings: RedisSettings | None) -> AsyncIterator[RedisBacke
     try:
         if await backend.ping():
             log.info("Redis %s: connected", backend.describe)
-        yield backend
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backend.serve_deferred)
+            yield backend
+            nursery.cancel_scope.cancel()
     finally:
-        await backend.aclose()
+        await backend.aclose()  # sends what is still deferred

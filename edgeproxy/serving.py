@@ -8,8 +8,9 @@ The order matters:
    Redis), before the budget reservation, so nothing is reserved across an await that might be cancelled;
 4. the budget is checked and reserved (a hit settles it at once at cost 0);
 5. the call; then, in a `finally`, the rate-limit ticket settled (parallel slot freed, tokens counted) and the
-   answer stored in the cache when the call succeeded, again in one round trip; for streams when the stream
-   ends or the client leaves.
+   answer stored in the cache when the call succeeded, for streams when the stream ends or the client leaves.
+   With Redis neither waits for a round trip: both go in front of the process's next pipeline, or a moment
+   later (`RedisBackend.defer`).
 """
 
 from __future__ import annotations
@@ -139,11 +140,10 @@ class Serving:
         return hit
 
     async def _settle(self, ticket: Ticket, record: CallRecord, entry: Entry | None) -> None:
-        """Settle the rate-limit ticket and store the answer: one Redis round trip when both go there."""
-        store = self.cache.write_command(entry) if self.cache is not None and entry is not None else None
-        sent = await ticket.release(_tokens(record), also=() if store is None else [store])
-        if self.cache is not None and entry is not None and (store is None or sent is None):
-            await self.cache.write(entry)  # a cache in this process, or no settlement to ride along with
+        """Settle the rate-limit ticket and store the answer; with Redis, both leave with the next pipeline."""
+        await ticket.release(_tokens(record))
+        if self.cache is not None and entry is not None:
+            await self.cache.write(entry)
 
     def _from_cache(
         self, record: CallRecord, plan: CachePlan, hit: CachedAnswer, ticket: Ticket, stream: bool, include_usage: bool

@@ -32,6 +32,9 @@ Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 Send = Callable[[Any], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
+# Past the body limit, what is still on its way is read and dropped, up to these bounds, before the 413.
+DISCARD_MAX_BYTES = 16 * 1024 * 1024
+DISCARD_TIMEOUT_S = 5.0
 BODY_TIMEOUT_S = 600  # a client that stops sending its body gets a 408 (Quart's BODY_TIMEOUT for the other routes)
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"), (b"content-type", b"text/event-stream")]
@@ -126,6 +129,7 @@ class FastPath:
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _discard_rest(receive)
             raise too_large_error(self.gw.config.general.max_request_size_mb)
         parts: list[bytes] = []
         size = 0
@@ -136,12 +140,27 @@ class FastPath:
                     raise _ClientLeft
                 data: bytes = message.get("body", b"")
                 size += len(data)
-                if size > self.max_body_bytes:  # stop reading: no need to hold more than the limit
+                more = message.get("more_body", False)
+                if size > self.max_body_bytes:  # hold no more than the limit
+                    if more:
+                        await _discard_rest(receive)
                     raise too_large_error(self.gw.config.general.max_request_size_mb)
-                if not message.get("more_body", False):
+                if not more:
                     return b"".join([*parts, data]) if parts else data
                 parts.append(data)
         raise InvalidRequestError(RequestTimeout.description or "request timeout", status=408)
+
+
+async def _discard_rest(receive: Receive) -> None:
+    """Read and drop what the client still sends, within bounds, before answering 413: a client still
+    uploading when the answer comes and the connection closes sees a reset, not the 413."""
+    dropped = 0
+    with trio.move_on_after(DISCARD_TIMEOUT_S):
+        while dropped <= DISCARD_MAX_BYTES:
+            message = await receive()
+            dropped += len(message.get("body", b""))
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
 
 
 def _route(scope: Scope) -> CallType | None:

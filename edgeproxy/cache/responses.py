@@ -139,10 +139,6 @@ class ResponseCache:
             entry["chunks"] = chunks or []
         return Entry(plan.storage_key, dumps(entry), plan.ttl_s)
 
-    def write_command(self, entry: Entry) -> Command | None:
-        """The store as a Redis command, to pipeline with the rate-limit settlement (None: not a Redis cache)."""
-        return self.store.put_command(entry.key, entry.value, entry.ttl_s)
-
     async def write(self, entry: Entry) -> None:
         try:
             await self.store.put(entry.key, entry.value, entry.ttl_s)

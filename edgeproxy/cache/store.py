@@ -24,8 +24,6 @@ class CacheStore(Protocol):
 
     def get_command(self, key: str) -> Command | None: ...
 
-    def put_command(self, key: str, value: bytes, ttl_s: float) -> Command | None: ...
-
     async def delete(self, keys: Sequence[str]) -> int: ...
 
     async def flush(self, namespace: str) -> int: ...
@@ -64,15 +62,12 @@ class RedisStore:
         return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        (reply,) = await self.backend.execute([self.put_command(key, value, ttl_s)])
-        if isinstance(reply, ReplyError):
-            raise RedisUnavailable(f"Redis refused the command: {reply}")
+        # Nobody waits for a store: it goes with this process's next pipeline (ahead of its lookups), or a
+        # moment later (RedisBackend.defer).
+        self.backend.defer([("SET", key, value, "PX", max(1, round(ttl_s * 1000)))])
 
     def get_command(self, key: str) -> Command:
         return ("GET", key)
-
-    def put_command(self, key: str, value: bytes, ttl_s: float) -> Command:
-        return ("SET", key, value, "PX", max(1, round(ttl_s * 1000)))
 
     async def delete(self, keys: Sequence[str]) -> int:
         if not keys:
@@ -100,9 +95,6 @@ class LocalStore:
 
     def get_command(self, key: str) -> None:
         return None  # in this process: no round trip to share
-
-    def put_command(self, key: str, value: bytes, ttl_s: float) -> None:
-        return None
 
     async def delete(self, keys: Sequence[str]) -> int:
         return self.lru.delete(keys)

@@ -75,16 +75,16 @@ class Ticket:
     # Replies to the commands passed to `admit(also=...)`, when they went with the admission (else None).
     also: list[Any] | None = None
 
-    async def release(self, tokens: int, also: Sequence[Command] = ()) -> list[Any] | None:
+    async def release(self, tokens: int) -> None:
         """Free the parallel slot and count the call's tokens (once; call it in a `finally`).
 
-        `also`: Redis commands to send in the same round trip when there is one; their replies are returned,
-        or None when they were not sent (nothing to settle in Redis): then the caller sends them itself.
+        With Redis this sends nothing itself: the settlement goes with this process's next pipeline, or a
+        moment later (`RedisBackend.defer`), so the answer does not wait for it.
         """
         if self.released or self.limiter is None:
-            return None
+            return
         self.released = True
-        return await self.limiter.settle(self, tokens, also)
+        await self.limiter.settle(self, tokens)
 
 
 NO_LIMITS = Ticket(released=True)
@@ -134,25 +134,20 @@ class RateLimiter:
                 log.debug("rate limits fall back to this process: %s", error)
         return self._local.admit(keys, args), None
 
-    async def settle(self, ticket: Ticket, tokens: int, also: Sequence[Command] = ()) -> list[Any] | None:
+    async def settle(self, ticket: Ticket, tokens: int) -> None:
         wanted = [(limit.tpm is not None and tokens > 0, limit.parallel is not None) for limit in ticket.limits]
         if not any(tpm or par for tpm, par in wanted):
-            return None  # rpm only: nothing to settle, no round trip
+            return  # rpm only: nothing to settle
         keys: list[str] = []
         args: list[int | str] = [ticket.call_id, max(0, tokens)]
         for limit, (tpm, par) in zip(ticket.limits, wanted, strict=True):
             keys += self._keys(limit)[1:]
             args += ["1" if tpm else "0", "1" if par else "0"]
         if ticket.shared and self._backend is not None and self._release is not None:
-            try:
-                _, *others = await _send(self._backend, self._release.command(keys, args), also)
-                return others
-            except RedisUnavailable as error:
-                # The slot's lease runs out by itself; these tokens go uncounted (they were admitted already).
-                log.debug("could not settle a rate-limit slot in Redis: %s", error)
-                return None
+            # If Redis is down by then, the slot's lease runs out by itself and these tokens go uncounted.
+            self._backend.defer([self._release.command(keys, args)])
+            return
         self._local.release(keys, args)
-        return None
 
 
 async def _send(backend: RedisBackend, command: Command, also: Sequence[Command]) -> list[Any]:

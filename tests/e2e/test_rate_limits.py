@@ -122,6 +122,24 @@ async def test_parallel_slots_are_shared_and_freed_when_a_client_leaves(fake: Fa
 
 @pytest.mark.redis
 @requires_redis
+async def test_a_slot_freed_after_the_answer_is_free_for_the_next_request(fake: FakeUpstream) -> None:
+    """Settlements leave after the answer (RedisBackend.defer), but ahead of the instance's next admission."""
+    with redis_space() as space:
+        config = redis_config([openai_model("m", fake)], space, cache=False)
+        url = config.general.database_url
+        assert url is not None
+        key = create_key(url, "sk-parallel-seq-0000001", max_parallel_requests=1, tpm_limit=1_000_000)
+        slots = f"{space.prefix}:{{limits}}:key:{hash_key(key)}:parallel"
+        async with running_proxy(config) as proxy, proxy.client(key) as client:
+            answers = [await client.post("/v1/chat/completions", json=CHAT) for _ in range(20)]
+        with space.client() as r:  # the proxy has stopped: what was still deferred went out before it did
+            held = r.zcard(slots)
+    assert [a.status_code for a in answers] == [200] * 20
+    assert held == 0
+
+
+@pytest.mark.redis
+@requires_redis
 async def test_tpm_counts_tokens_after_each_call(fake: FakeUpstream) -> None:
     with redis_space() as space:
         config = redis_config([openai_model("m", fake)], space, cache=False)
