@@ -46,16 +46,24 @@ def compare(bench: Bench, work: Path, config: dict[str, Any]) -> None:
     key = config["general_settings"]["master_key"]
     try:
         wait_for(f"http://127.0.0.1:{port}/health/liveliness", timeout_s=120)
+        litellm_url = f"http://127.0.0.1:{port}"
         with ours:
-            for c in (1, 32):
-                theirs_rps, ours_rps = [], []
+            virtual = ours.create_key()  # ours with a virtual key and spend tracking; LiteLLM's master key
+            for c in (1, 8, 32):
+                theirs, ours_master, ours_virtual = [], [], []
                 for _ in range(bench.runs):
-                    theirs_rps.append(
-                        wrk(f"http://127.0.0.1:{port}/v1/chat/completions", c, bench.seconds, "chat.lua", key).rps
-                    )
-                    ours_rps.append(wrk(ours.url + "/v1/chat/completions", c, bench.seconds, "chat.lua", key).rps)
-                bench.record(f"LiteLLM throughput c={c}", "req/s", median(theirs_rps))
-                bench.record(f"edgeproxy / LiteLLM throughput c={c}", "x", median(ours_rps) / median(theirs_rps))
+                    theirs.append(wrk(f"{litellm_url}/v1/chat/completions", c, bench.seconds, "chat.lua", key))
+                    ours_master.append(wrk(ours.url + "/v1/chat/completions", c, bench.seconds, "chat.lua", key))
+                    ours_virtual.append(wrk(ours.url + "/v1/chat/completions", c, bench.seconds, "chat.lua", virtual))
+                theirs_rps = median(r.rps for r in theirs)
+                bench.record(f"LiteLLM throughput c={c}", "req/s", theirs_rps, p50_ms=median(r.p50_ms for r in theirs))
+                master_ratio = median(r.rps for r in ours_master) / theirs_rps
+                bench.record(f"edgeproxy master key / LiteLLM c={c}", "x", master_ratio)
+                bench.record(
+                    f"edgeproxy virtual key + spend / LiteLLM master key c={c}",
+                    "x",
+                    median(r.rps for r in ours_virtual) / theirs_rps,
+                )
     finally:
         process.send_signal(signal.SIGTERM)
         try:
