@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Column, Connection, Select, Table, bindparam, func, literal_column, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 __all__ = ["insert_new"]
+
+SQLITE_IN_CHUNK = 500  # keys per IN (...) lookup: well under SQLite's limit on bound parameters
 
 
 def insert_new(connection: Connection, table: Table, key: Column[Any], rows: Sequence[dict[str, Any]]) -> set[Any]:
@@ -21,8 +24,41 @@ def insert_new(connection: Connection, table: Table, key: Column[Any], rows: Seq
         return set()
     if connection.dialect.name == "postgresql":
         return _insert_new_postgresql(connection, table, key, rows)
-    statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key]).returning(key)
-    return set(connection.scalars(statement, list(rows)))
+    return _insert_new_sqlite(connection, table, key, rows)
+
+
+def _insert_new_sqlite(
+    connection: Connection, table: Table, key: Column[Any], rows: Sequence[dict[str, Any]]
+) -> set[Any]:
+    # SQLite serialises writers (Database.write begins with BEGIN IMMEDIATE), so the keys that exist cannot
+    # change between this SELECT and the INSERT: no RETURNING needed. The INSERT goes to the driver's
+    # executemany with values converted by each column's own bind processor. Why: the spend writer runs in a
+    # thread, and its Python work holds the GIL that the event loop needs after every socket call, so requests
+    # wait while a batch is written. SQLAlchemy's multi-row INSERT ... RETURNING spent ~15 ms of Python on
+    # 800 spend rows; this spends ~3 (the rest is SQLite's C code, which releases the GIL). Measured: the
+    # proxy's added p99 at c=1 went from 5.55 to 4.83 ms.
+    wanted = [row[key.name] for row in rows]
+    existing: set[Any] = set()
+    for start in range(0, len(wanted), SQLITE_IN_CHUNK):
+        existing.update(connection.scalars(select(key).where(key.in_(wanted[start : start + SQLITE_IN_CHUNK]))))
+    new = [row for row in rows if row[key.name] not in existing]
+    if not new:
+        return set()
+    dialect = connection.dialect
+    processors = {name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in new[0]}
+    # Columns that need no conversion first, read in C by itemgetter; then the few that do (times, JSON).
+    plain = [name for name, p in processors.items() if p is None]
+    converted = [(name, p) for name, p in processors.items() if p is not None]
+    names = plain + [name for name, _ in converted]  # the rows of one batch share their columns
+    quote = dialect.identifier_preparer.quote
+    statement = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in names)}) "
+        f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT ({quote(key.name)}) DO NOTHING"
+    )
+    take = itemgetter(*plain) if len(plain) > 1 else (lambda row: (row[plain[0]],)) if plain else (lambda row: ())
+    params = [(*take(row), *[p(row[name]) for name, p in converted]) for row in new]
+    connection.exec_driver_sql(statement, params)
+    return {row[key.name] for row in new}
 
 
 def _insert_new_postgresql(

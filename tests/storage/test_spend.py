@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -81,6 +81,36 @@ def test_replayed_batch_is_not_counted_twice(storage: Storage) -> None:
     assert storage.spend.write_batch(overlapping) == 120
     assert_totals_match(storage, records + more)
     assert storage.spend.logs(size=1)[1] == 240
+
+
+def test_a_batch_larger_than_one_lookup_skips_exactly_the_known_ids(storage: Storage) -> None:
+    seed(storage)
+    first = make_records(700, prefix="first")  # more ids than one existence lookup takes (SQLite: 500)
+    assert storage.spend.write_batch(first[::2]) == 350
+    assert storage.spend.write_batch(first) == 350  # the other half
+    assert_totals_match(storage, first)
+    assert storage.spend.logs(size=1)[1] == 700
+
+
+def test_every_field_reads_back_as_written(storage: Storage) -> None:
+    seed(storage)
+    plus_two = timezone(timedelta(hours=2))
+    record = SpendRecord(
+        request_id="full", model_group="gpt", call_type="embedding", api_key=K1, key_alias="alias", user_id="u1",
+        team_id="t1", deployment_id="d1", provider="openai", model="gpt-x", prompt_tokens=7, completion_tokens=3,
+        cost=0.125, start_time=datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=plus_two),
+        end_time=datetime(2026, 5, 1, 12, 0, 1, 500000, tzinfo=plus_two), ttft_ms=40, cache_hit=True,
+        status="failure", error="upstream 500", estimated=True, metadata={"tags": ["a", "é"], "n": {"x": 1.5}},
+    )  # fmt: skip
+    assert storage.spend.write_batch([record]) == 1
+    (row,), _ = storage.spend.logs(request_id="full")
+    expected = record.row()
+    assert row["start_time"] == record.start_time and row["start_time"].utcoffset() == timedelta(0)
+    assert row["end_time"] == record.end_time
+    assert {name: row[name] for name in expected if name not in ("start_time", "end_time")} == {
+        name: value for name, value in expected.items() if name not in ("start_time", "end_time")
+    }
+    assert row["total_tokens"] == 10 and row["duration_ms"] == 1377
 
 
 def test_duplicate_request_ids_within_a_batch_count_once(storage: Storage) -> None:
