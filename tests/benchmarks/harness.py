@@ -166,14 +166,14 @@ class ProxyProcess:
             total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
         return total / os.sysconf("SC_CLK_TCK")
 
-    def soak(self, minutes: float) -> float:
-        """RSS growth per minute under steady load (c=8), after a one-minute warm-up."""
-        wrk(self.url + "/v1/chat/completions", 8, 60, "chat.lua", self.master_key)
+    def soak(self, minutes: float, key: str) -> tuple[float, float]:
+        """RSS (MiB) after a one-minute warm-up under steady load (c=8), and after `minutes` more of it."""
+        wrk(self.url + "/v1/chat/completions", 8, 60, "chat.lua", key)
         start = self.rss_mib()
         end_at = time.monotonic() + minutes * 60
         while time.monotonic() < end_at:
-            wrk(self.url + "/v1/chat/completions", 8, 30, "chat.lua", self.master_key)
-        return (self.rss_mib() - start) / minutes
+            wrk(self.url + "/v1/chat/completions", 8, 30, "chat.lua", key)
+        return start, self.rss_mib()
 
 
 def _children(pid: int) -> list[int]:
