@@ -166,14 +166,15 @@ class ProxyProcess:
             total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
         return total / os.sysconf("SC_CLK_TCK")
 
-    def soak(self, minutes: float, key: str) -> tuple[float, float]:
-        """RSS (MiB) after a one-minute warm-up under steady load (c=8), and after `minutes` more of it."""
+    def soak(self, minutes: float, key: str) -> list[tuple[float, float]]:
+        """(minutes since the warm-up, RSS MiB) every 30 s under steady load (c=8), after a one-minute warm-up."""
         wrk(self.url + "/v1/chat/completions", 8, 60, "chat.lua", key)
-        start = self.rss_mib()
-        end_at = time.monotonic() + minutes * 60
-        while time.monotonic() < end_at:
+        started = time.monotonic()
+        samples = [(0.0, self.rss_mib())]
+        while time.monotonic() < started + minutes * 60:
             wrk(self.url + "/v1/chat/completions", 8, 30, "chat.lua", key)
-        return start, self.rss_mib()
+            samples.append(((time.monotonic() - started) / 60, self.rss_mib()))
+        return samples
 
 
 def _children(pid: int) -> list[int]:
