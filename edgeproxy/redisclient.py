@@ -52,8 +52,7 @@ class LuaScript:
     """A Lua script sent by its SHA1 (EVALSHA); `RedisBackend.execute` loads it when the server does not know it."""
 
     def __init__(self, lua: str) -> None:
-        self.lua = lua
-        self.sha = hashlib.sha1(lua.encode()).hexdigest()
+        self.sha = hashlib.sha1(lua.encode()).hexdigest()  # the backend keeps the text, to load it if need be
 
     def command(self, keys: Sequence[str], args: Sequence[int | str]) -> list[int | str]:
         return ["EVALSHA", self.sha, len(keys), *keys, *args]

@@ -1,8 +1,10 @@
 """Rate limits on keys, users and teams: `rpm_limit`, `tpm_limit`, `max_parallel_requests` (COMPAT.md, Errors).
 
 With Redis, one EVALSHA per request admits it against every limit of its key, user and team at once, exactly
-across instances; a call that ends sends one more (its tokens, its parallel slot), and only when the key has a
-tpm or parallel limit. Without Redis, or while it is down, the same algorithm runs on per-process counters.
+across instances (pipelined with the response cache's lookup when there is one); a call that ends settles its
+tokens and parallel slot with one more, only when the key has a tpm or parallel limit, deferred so that the
+answer does not wait for it (`RedisBackend.defer`). Without Redis, or while it is down, the same algorithm runs
+on per-process counters.
 A refusal is a 429 `rate_limit_error` with `retry-after`; every answer to a limited key carries OpenAI's
 `x-ratelimit-limit-*`, `x-ratelimit-remaining-*` and `x-ratelimit-reset-*` headers (requests and tokens) for its
 tightest limit.
