@@ -12,6 +12,7 @@ from sqlalchemy import Connection, delete, or_, select, update
 from storage.coltypes import utc_now
 from storage.database import Database
 from storage.errors import NotFound
+from storage.inlist import in_list
 from storage.records import Record, add_model_spend, check_page, count, prepare_create, prepare_update, row_dict
 from storage.schema import keys, model_spend
 
@@ -105,7 +106,8 @@ class KeyRepository:
         if not ordered:
             return
         with self._db.write() as connection:
-            connection.execute(update(keys).where(keys.c.token.in_(ordered)).values(last_active=at or utc_now()))
+            used = in_list(connection, keys.c.token, ordered)
+            connection.execute(update(keys).where(used).values(last_active=at or utc_now()))
 
     def _find(self, connection: Connection, condition: Any) -> Record | None:
         row = connection.execute(select(keys).where(condition)).first()

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Row, Table, func, select
 
 from storage.coltypes import utc_now
 from storage.durations import next_reset, parse_duration
+from storage.inlist import in_list
 from storage.schema import model_spend
 
 __all__ = [
@@ -97,7 +98,7 @@ def _model_spend(connection: Connection, entity_type: str, ids: Collection[str])
     if not ids:
         return {}
     query = select(model_spend.c.entity_id, model_spend.c.model_group, model_spend.c.spend).where(
-        model_spend.c.entity_type == entity_type, model_spend.c.entity_id.in_(ids)
+        model_spend.c.entity_type == entity_type, in_list(connection, model_spend.c.entity_id, ids)
     )
     result: dict[str, dict[str, float]] = {}
     for entity_id, model_group, spend in connection.execute(query):
