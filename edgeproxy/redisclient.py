@@ -17,7 +17,6 @@ that imports redis.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
@@ -193,9 +192,32 @@ class RedisBackend:
             await self.flush_deferred()
 
     async def flush_deferred(self) -> None:
-        if self._deferred:
-            with contextlib.suppress(RedisUnavailable):
-                await self.execute([])
+        """Send the deferred commands now; on our own connections Redis is told not to reply (resp.py `send`)."""
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return
+        try:
+            if self._native is None:
+                replies = await self._pipeline(deferred)
+                for reply in replies:
+                    if isinstance(reply, ReplyError):
+                        log.debug("a deferred Redis command failed: %s", reply)
+                return
+            self._fail_fast_while_down()
+            try:
+                # Unanswered, a NOSCRIPT would go unseen: scripts go with their text (Redis caches it by its SHA).
+                await self._native.send([self._with_text(command) for command in deferred])
+            except RespConnectionError as exc:
+                self._mark_down(exc)
+                raise RedisUnavailable(f"Redis is unreachable ({self.last_error})") from None
+            self._mark_up()
+        except RedisUnavailable as error:
+            log.debug("%d deferred Redis commands dropped: %s", len(deferred), error)
+
+    def _with_text(self, command: Command) -> Command:
+        if command[0] == "EVALSHA" and str(command[1]) in self._scripts:
+            return ["EVAL", self._scripts[str(command[1])], *command[2:]]
+        return command
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send commands as one pipeline (one round trip), deferred ones in front; replies in order, error

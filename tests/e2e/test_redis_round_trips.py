@@ -59,7 +59,7 @@ async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream)
             await first.post("/v1/chat/completions", json=CHAT)  # the miss that fills the cache
             await second.post("/v1/chat/completions", json={**CHAT, "user": "warm"})  # a hit: loads the admit script
             await second.post("/v1/chat/completions", json={**CHAT, "n": 1})  # a miss: loads the settle script
-            # Wait for the two misses' deferred stores, and the settle script's first EVAL (it was not loaded).
+            # Wait for the two misses' deferred stores, and two EVALs: the admit script loaded, one settlement.
             await ran(client, "set", 2)
             await ran(client, "eval", 2)
             client.config_resetstat()
@@ -79,7 +79,9 @@ async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream)
     assert "x-litellm-cache-key" in hit.headers
     assert rpm_only_hit == {"evalsha": 1, "get": 1}
     assert tpm_hit == {"evalsha": 1, "get": 1}  # a hit uses no tokens: nothing to settle afterwards
-    assert tpm_miss == {"evalsha": 2, "get": 1, "set": 1}  # admit, lookup, store, then count the call's tokens
-    # Pipelined: the lookup goes with the admission; the settlement and the store, deferred, in one more.
+    # Admit and look up; then, unanswered (CLIENT REPLY SKIP before each), store and count the call's tokens,
+    # the script sent with its text: a NOSCRIPT would go unseen.
+    assert tpm_miss == {"evalsha": 1, "get": 1, "client|reply": 2, "set": 1, "eval": 1}
+    # Pipelined: the lookup goes with the admission; the settlement and the store, deferred, in one more send.
     assert hit_reads == 1
     assert miss_reads == 2

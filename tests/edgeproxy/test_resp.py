@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -155,5 +156,58 @@ async def test_backend_marks_redis_down_and_fails_fast() -> None:
         assert not backend.up
         with pytest.raises(RedisUnavailable):  # within the retry interval: no new connection attempt
             await backend.execute([("PING",)])
+    finally:
+        await backend.aclose()
+
+
+@requires_redis
+async def test_sent_commands_get_no_reply_and_later_replies_stay_in_step(prefix: str) -> None:
+    endpoint = endpoint_of(SHARED_REDIS_URL)
+    assert endpoint is not None
+    pool = RespPool(endpoint, max_connections=1, timeout_s=2.0)  # one connection: the sends and the reads share it
+    try:
+        await pool.send([("SET", f"{prefix}:{i}", i, "PX", 60_000) for i in range(50)])
+        assert pool.skips_replies is True
+        await pool.send([("INCR", f"{prefix}:0"), ("INCR", f"{prefix}:no-such-command-arity", "x")])  # an error too
+        assert await pool.execute([("GET", f"{prefix}:0"), ("GET", f"{prefix}:49"), ("PING",)]) == [
+            b"1",
+            b"49",
+            b"PONG",
+        ]
+    finally:
+        await pool.aclose()
+
+
+@requires_redis
+async def test_a_server_refusing_client_reply_gets_its_replies_read(prefix: str) -> None:
+    """An ACL without CLIENT (as some managed Redis services have): `send` waits for the replies instead."""
+    user, password = f"{prefix}-user", secrets.token_hex(8)
+    with redis.Redis.from_url(SHARED_REDIS_URL) as admin:
+        admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all", "-client"])
+    try:
+        endpoint = endpoint_of(SHARED_REDIS_URL)
+        assert endpoint is not None
+        pool = RespPool(replace(endpoint, username=user, password=password), max_connections=1, timeout_s=2.0)
+        try:
+            await pool.send([("SET", f"{prefix}:a", "1"), ("INCR", f"{prefix}:a")])
+            assert pool.skips_replies is False
+            assert await pool.execute([("GET", f"{prefix}:a"), ("PING",)]) == [b"2", b"PONG"]
+        finally:
+            await pool.aclose()
+    finally:
+        with redis.Redis.from_url(SHARED_REDIS_URL) as admin:
+            admin.acl_deluser(user)
+
+
+@requires_redis
+async def test_deferred_scripts_go_with_their_text_so_a_forgotten_script_still_runs(prefix: str) -> None:
+    backend = RedisBackend(RedisSettings(url=SHARED_REDIS_URL))
+    script = backend.lua(f"-- {prefix}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    try:
+        with redis.Redis.from_url(SHARED_REDIS_URL) as admin:
+            admin.script_flush()
+        backend.defer([script.command([f"{prefix}:n"], [5]), ("INCR", f"{prefix}:n")])
+        await backend.flush_deferred()
+        assert await backend.execute([("GET", f"{prefix}:n")]) == [b"6"]
     finally:
         await backend.aclose()
