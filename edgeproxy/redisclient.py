@@ -176,10 +176,11 @@ class RedisBackend:
     def defer(self, commands: Sequence[Command]) -> None:
         """Commands nobody waits for (rate-limit settlements, cache stores), sent off the response path.
 
-        They go in front of this process's next pipeline, or with `serve_deferred` a moment later, whichever
-        comes first; many requests' share one round trip under load. In front: a request that follows on this
-        instance finds its predecessor's parallel slot freed and its answer stored. A failure is logged and
-        dropped, as it would have been had we waited (a slot's lease then runs out by itself).
+        They go in front of this process's next pipeline, or with `serve_deferred` a moment later, unanswered
+        (`flush_deferred`), whichever comes first; many requests' share one write under load. In front: a
+        request that follows on this instance finds its predecessor's parallel slot freed and its answer
+        stored. A failure is dropped, as it would have been had we waited (a slot's lease then runs out by
+        itself); with replies it is logged.
         """
         self._deferred.extend(commands)
         self._deferred_added.set()
