@@ -10,7 +10,8 @@ Commands nobody waits for (rate-limit settlements, cache stores) are sent with `
 `CLIENT REPLY SKIP`: Redis sends no reply, so there is nothing to wait for or read, and the connection goes back
 to the pool at once (a send costs ~17 µs of CPU against ~70 µs for a round trip). A server that refuses
 `CLIENT REPLY` (an ACL, a proxy in front of Redis) is found when the first connection is opened; `send` then
-waits for the replies like `execute`.
+waits for the replies like `execute`. Unanswered, a write into a connection the server has just closed can be
+lost without an error; the next one fails and goes on a new connection.
 
 Scope: one server reached over TCP (`redis://`) or a Unix socket (`unix://`), RESP2, AUTH and SELECT on connect.
 Everything else (TLS, Sentinel, cluster, pub/sub, SCAN) stays on redis-py in `redisclient.py`. Error replies
@@ -147,6 +148,15 @@ class RespPool:
         self._closed = False
         self.skips_replies: bool | None = None  # CLIENT REPLY SKIP works here; None until the first connection
 
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """The replies, in order (error replies as ReplyError values); raises RespConnectionError."""
+        async with self._slots:
+            try:
+                with trio.fail_after(self.timeout_s):
+                    return await self._execute(commands, answered=True)
+            except trio.TooSlowError:
+                raise RespConnectionError(f"Redis did not answer within {self.timeout_s:g} s") from None
+
     async def send(self, commands: Sequence[Command]) -> None:
         """Send commands without their replies (see the module docstring); raises RespConnectionError.
 
@@ -155,40 +165,29 @@ class RespPool:
         async with self._slots:
             try:
                 with trio.fail_after(self.timeout_s):
-                    connection = self._idle.pop() if self._idle else await self._connect()
-                    if not self.skips_replies:
-                        await self._use(connection, commands)
-                        return
-                    unanswered = [part for command in commands for part in (_SKIP_REPLY, command)]
-                    await self._use(connection, unanswered, replies=0)
+                    await self._execute(commands, answered=False)
             except trio.TooSlowError:
                 raise RespConnectionError(f"Redis did not take the commands within {self.timeout_s:g} s") from None
 
-    async def execute(self, commands: Sequence[Command]) -> list[Any]:
-        """The replies, in order (error replies as ReplyError values); raises RespConnectionError."""
-        async with self._slots:
-            try:
-                with trio.fail_after(self.timeout_s):
-                    return await self._execute(commands)
-            except trio.TooSlowError:
-                raise RespConnectionError(f"Redis did not answer within {self.timeout_s:g} s") from None
-
-    async def _execute(self, commands: Sequence[Command]) -> list[Any]:
+    async def _execute(self, commands: Sequence[Command], answered: bool) -> list[Any]:
         reused = bool(self._idle)
         connection = self._idle.pop() if reused else await self._connect()
         try:
-            return await self._use(connection, commands)
+            return await self._use(connection, commands, answered)
         except RespConnectionError:
             if not reused:
                 raise
         # An idle connection from before a Redis restart fails on first use; the command never ran there.
-        return await self._use(await self._connect(), commands)
+        return await self._use(await self._connect(), commands, answered)
 
-    async def _use(self, connection: _Connection, commands: Sequence[Command], replies: int | None = None) -> list[Any]:
-        """Send the commands and read `replies` replies (default: one per command)."""
+    async def _use(self, connection: _Connection, commands: Sequence[Command], answered: bool) -> list[Any]:
+        """Send the commands and read their replies; unanswered, each goes behind a CLIENT REPLY SKIP."""
+        expected = len(commands)
+        if not answered and self.skips_replies:
+            commands, expected = [part for command in commands for part in (_SKIP_REPLY, command)], 0
         try:
             await connection.stream.send_all(encode(commands))
-            answers = await connection.read(len(commands) if replies is None else replies)
+            replies = await connection.read(expected)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await trio.aclose_forcefully(connection.stream)
             raise RespConnectionError(f"{type(exc).__name__}: {exc}") from None
@@ -200,7 +199,7 @@ class RespPool:
             await trio.aclose_forcefully(connection.stream)
         else:
             self._idle.append(connection)
-        return answers
+        return replies
 
     async def _connect(self) -> _Connection:
         endpoint = self.endpoint

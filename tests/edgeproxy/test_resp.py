@@ -93,6 +93,23 @@ async def test_an_idle_connection_killed_by_the_server_is_replaced_transparently
     assert await pool.execute([("PING",)]) == [b"PONG"]
 
 
+@requires_redis
+async def test_a_send_on_an_idle_connection_killed_by_the_server_goes_on_a_new_one(prefix: str) -> None:
+    endpoint = endpoint_of(SHARED_REDIS_URL)
+    assert endpoint is not None
+    pool = RespPool(endpoint, max_connections=1, timeout_s=2.0)
+    try:
+        await pool.execute([("CLIENT", "SETNAME", prefix)])
+        with redis.Redis.from_url(SHARED_REDIS_URL) as admin:
+            (killed,) = [c for c in admin.client_list() if c.get("name") == prefix]
+            admin.client_kill_filter(_id=killed["id"])
+            for _ in range(3):  # unanswered: a write into a dead socket may only fail on a later one
+                await pool.send([("INCR", f"{prefix}:sent")])
+            assert await pool.execute([("GET", f"{prefix}:sent")]) in ([b"3"], [b"2"])
+    finally:
+        await pool.aclose()
+
+
 async def test_no_server_is_a_connection_error() -> None:
     pool = RespPool(Endpoint("127.0.0.1", free_port()), max_connections=1, timeout_s=2.0)
     with pytest.raises(RespConnectionError, match="ConnectionError"):
