@@ -105,7 +105,9 @@ class RateLimiter:
         # One hash tag for all: the admission script reads a key's, user's and team's counters at once, and in a
         # Redis cluster a script's keys must share a slot (so there every limit lives on one node; they are small).
         base = f"{self._prefix}:{{limits}}:{limit.entity}:{limit.id}"
-        return f"{base}:rpm", f"{base}:tpm", f"{base}:parallel"
+        # "requests" and "tokens", not the "rpm" and "tpm" of versions whose hashes had no running sum: during a
+        # rolling upgrade the two kinds of instance must not read each other's counters.
+        return f"{base}:requests", f"{base}:tokens", f"{base}:parallel"
 
     async def admit(self, principal: Principal, call_id: str, also: Sequence[Command] = ()) -> Ticket:
         """Count the request against its limits, or raise RateLimitError (429, retry-after).

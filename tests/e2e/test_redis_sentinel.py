@@ -45,7 +45,7 @@ def chat(question: str) -> dict[str, Any]:
 def counted_requests(port: int, space: RedisSpace, token: str) -> int:
     """Requests counted this minute for the key, in the Redis on `port`."""
     with redis.Redis(port=port) as client:
-        return sum(int(v) for v in client.hvals(f"{space.prefix}:{{limits}}:key:{token}:rpm"))
+        return int(client.hget(f"{space.prefix}:{{limits}}:key:{token}:requests", "n") or 0)
 
 
 def cache_entries(port: int, space: RedisSpace) -> int:

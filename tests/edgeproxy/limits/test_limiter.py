@@ -173,5 +173,48 @@ async def test_redis_counts_tokens_for_every_limited_entity(
         await limiter.admit(key, "y")
     assert "team blue" in refused.value.message
     with space.client() as r:
-        assert sum(int(v) for v in r.hvals(f"{space.prefix}:{{limits}}:key:t9:tpm")) == 60
-        assert 0 < r.ttl(f"{space.prefix}:{{limits}}:team:blue:tpm") <= 120
+        assert int(r.hget(f"{space.prefix}:{{limits}}:key:t9:tokens", "n")) == 60
+        assert 0 < r.ttl(f"{space.prefix}:{{limits}}:team:blue:tokens") <= 120
+
+
+# Seeded counters, seconds relative to Redis's clock: (buckets {age: count}, with the "n"/"o" summary or not,
+# then what the admission must see: requests in the window, age of the oldest counted bucket or None).
+AGED_WINDOWS = [
+    pytest.param({70: 5, 30: 2, 1: 3}, True, 5, 30, id="buckets-leave-the-window"),
+    pytest.param({100: 4}, True, 0, None, id="every-bucket-gone"),
+    pytest.param({500: 9, 10: 2}, True, 2, 10, id="oldest-far-behind-rebuilds"),
+    pytest.param({80: 1, 10: 3}, False, 3, 10, id="no-summary-rebuilds"),
+]
+
+
+@pytest.mark.redis
+@requires_redis
+@pytest.mark.parametrize(("ages", "summary", "counted", "oldest_age"), AGED_WINDOWS)
+async def test_redis_window_drops_what_left_the_minute(
+    redis_backends: tuple[RedisSpace, RedisBackend, RedisBackend],
+    ages: dict[int, int],
+    summary: bool,
+    counted: int,
+    oldest_age: int | None,
+) -> None:
+    space, backend, _ = redis_backends
+    limiter = RateLimiter(backend, space.prefix, 600)
+    key = principal(token="aged", rpm_limit=100)
+    requests = f"{space.prefix}:{{limits}}:key:aged:requests"
+    with space.client() as r:
+        now = int(r.time()[0])
+        fields: dict[str, int] = {str(now - age): count for age, count in ages.items()}
+        if summary:
+            fields |= {"n": sum(ages.values()), "o": now - max(ages)}
+        r.hset(requests, mapping=fields)
+    ticket = await limiter.admit(key, "c1")
+    assert ticket.headers["x-ratelimit-remaining-requests"] == str(100 - counted - 1)
+    with space.client() as r:
+        stored = {k.decode(): int(v) for k, v in r.hgetall(requests).items()}
+        sec = int(r.time()[0])
+    buckets = {int(k): v for k, v in stored.items() if k not in ("n", "o")}
+    assert all(b >= sec - 60 for b in buckets)  # what left the window is gone from the hash
+    assert stored["n"] == sum(buckets.values()) == counted + 1  # this request counted, the sum kept exact
+    assert stored["o"] == min(buckets)
+    if oldest_age is not None:
+        assert stored["o"] == now - oldest_age
