@@ -198,24 +198,15 @@ class RedisBackend:
         if not deferred:
             return
         try:
-            if self._native is None:
-                replies = await self._pipeline(deferred)
-                for reply in replies:
-                    if isinstance(reply, ReplyError):
-                        log.debug("a deferred Redis command failed: %s", reply)
-                return
-            self._fail_fast_while_down()
-            try:
-                # Unanswered, a NOSCRIPT would go unseen: scripts go with their text (Redis caches it by its SHA).
-                await self._native.send([self._with_text(command) for command in deferred])
-            except RespConnectionError as exc:
-                self._mark_down(exc)
-                raise RedisUnavailable(f"Redis is unreachable ({self.last_error})") from None
-            self._mark_up()
+            # Unanswered, a NOSCRIPT would go unseen: scripts go with their text (Redis caches it by its SHA).
+            replies = await self._send([self._with_text(command) for command in deferred], answered=False)
         except RedisUnavailable as error:
             log.debug("%d deferred Redis commands dropped: %s", len(deferred), error)
+            return
+        _log_failures(replies)
 
     def _with_text(self, command: Command) -> Command:
+        """An EVALSHA of one of our scripts as EVAL with the script's text; any other command as it is."""
         if command[0] == "EVALSHA" and str(command[1]) in self._scripts:
             return ["EVAL", self._scripts[str(command[1])], *command[2:]]
         return command
@@ -236,26 +227,25 @@ class RedisBackend:
             if deferred:
                 log.debug("%d deferred Redis commands dropped: %s", len(deferred), error)
             raise
-        for reply in replies[: len(deferred)]:
-            if isinstance(reply, ReplyError):
-                log.debug("a deferred Redis command failed: %s", reply)
+        _log_failures(replies[: len(deferred)])
         return replies[len(deferred) :]
 
     async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
         replies = await self._send(commands)
         retry = [i for i, reply in enumerate(replies) if _no_script(reply) and str(commands[i][1]) in self._scripts]
         if retry:
-            again = await self._send([["EVAL", self._scripts[str(commands[i][1])], *commands[i][2:]] for i in retry])
+            again = await self._send([self._with_text(commands[i]) for i in retry])
             for i, reply in zip(retry, again, strict=True):
                 replies[i] = reply
         return replies
 
-    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+    async def _send(self, commands: Sequence[Command], answered: bool = True) -> list[Any]:
+        """The replies; with answered=False, none where Redis can be told not to send them (resp.py `send`)."""
         if self._native is None:
             return await self.run(lambda client: [_one(client, command) for command in commands])
         self._fail_fast_while_down()
         try:
-            replies = await self._native.execute(commands)
+            replies = await (self._native.execute(commands) if answered else self._native.send(commands))
         except RespConnectionError as exc:
             self._mark_down(exc)
             raise RedisUnavailable(f"Redis is unreachable ({self.last_error})") from None
@@ -341,6 +331,12 @@ def _one(client: Client, command: Command) -> Any:
         return ReplyError(f"NOSCRIPT {exc}")
     except ResponseError as exc:
         return ReplyError(str(exc))
+
+
+def _log_failures(deferred_replies: Sequence[Any]) -> None:
+    for reply in deferred_replies:
+        if isinstance(reply, ReplyError):
+            log.debug("a deferred Redis command failed: %s", reply)
 
 
 def _no_script(reply: Any) -> bool:

@@ -157,15 +157,16 @@ class RespPool:
             except trio.TooSlowError:
                 raise RespConnectionError(f"Redis did not answer within {self.timeout_s:g} s") from None
 
-    async def send(self, commands: Sequence[Command]) -> None:
+    async def send(self, commands: Sequence[Command]) -> list[Any]:
         """Send commands without their replies (see the module docstring); raises RespConnectionError.
 
-        Nothing tells whether they succeeded: for writes whose failure the caller would only log.
+        Returns nothing (an empty list) where Redis skips the replies, so nothing tells whether they succeeded:
+        for writes whose failure the caller would only log. Where it cannot, their replies.
         """
         async with self._slots:
             try:
                 with trio.fail_after(self.timeout_s):
-                    await self._execute(commands, answered=False)
+                    return await self._execute(commands, answered=False)
             except trio.TooSlowError:
                 raise RespConnectionError(f"Redis did not take the commands within {self.timeout_s:g} s") from None
 

@@ -53,7 +53,8 @@ local function window(key, first, sec)
     return 0, -1
   end
   if oldest >= first then return total, oldest end
-  if first - oldest > 120 then return rebuild(key, first) end
+  -- Far behind (writes without reads, a clock step): read it all rather than ask for every second since.
+  if first - oldest > BUCKET_TTL_S then return rebuild(key, first) end
   local stale = {}
   for b = oldest, first - 1 do stale[#stale + 1] = b end
   local counts = redis.call('HMGET', key, unpack(stale))
@@ -73,16 +74,16 @@ local function window(key, first, sec)
   redis.call('HSET', key, 'n', total, 'o', oldest)
   return total, oldest
 end
-"""
+""".replace("BUCKET_TTL_S", str(BUCKET_TTL_S))
 
 _ADD_LUA = """
 local function add(key, sec, amount)
   redis.call('HINCRBY', key, sec, amount)
   redis.call('HINCRBY', key, 'n', amount)
   redis.call('HSETNX', key, 'o', sec)
-  redis.call('EXPIRE', key, 120)
+  redis.call('EXPIRE', key, BUCKET_TTL_S)
 end
-"""
+""".replace("BUCKET_TTL_S", str(BUCKET_TTL_S))
 
 ADMIT_LUA = (
     _WINDOW_LUA
