@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks.harness import (
     HERE,
+    LOAD_CORE,
     Bench,
     ProxyProcess,
+    WrkResult,
     median,
+    services_on_load_core,
     start_drip,
     start_nginx,
     wrk,
@@ -32,6 +37,7 @@ from tests.benchmarks.harness import (
 from tests.benchmarks.streams import many_slow_streams, ttft
 
 CONCURRENCY = (1, 8, 32, 128)
+MASTER = "master key"
 
 
 def config(database_url: str, *, redis: bool = False, master_key: str = "sk-bench-master") -> dict[str, Any]:
@@ -56,12 +62,38 @@ def config(database_url: str, *, redis: bool = False, master_key: str = "sk-benc
     return {"model_list": models, "general_settings": general, "litellm_settings": litellm}
 
 
-def throughput(bench: Bench, label: str, proxy: ProxyProcess, key: str, script: str = "chat.lua") -> None:
+@dataclass(frozen=True)
+class Side:
+    """One way of calling the proxy that the throughput scenarios compare."""
+
+    label: str
+    proxy: ProxyProcess
+    key: str
+    script: str = "chat.lua"
+
+
+def throughput(bench: Bench, sides: list[Side]) -> None:
+    """Every side at every concurrency, alternating within each run (who goes first rotates), so that a slow
+    minute of the machine falls on all of them; then each side's cost against the first, the master key."""
+    results: dict[str, dict[int, list[WrkResult]]] = {side.label: {c: [] for c in bench.concurrency} for side in sides}
     for c in bench.concurrency:
-        runs = [wrk(proxy.url + "/v1/chat/completions", c, bench.seconds, script, key) for _ in range(bench.runs)]
-        bench.record(
-            f"throughput {label} c={c}", "req/s", median(r.rps for r in runs), p50_ms=median(r.p50_ms for r in runs)
-        )
+        for run in range(bench.runs):
+            first = run % len(sides)
+            for side in sides[first:] + sides[:first]:
+                result = wrk(side.proxy.url + "/v1/chat/completions", c, bench.seconds, side.script, side.key)
+                results[side.label][c].append(result)
+    rps = {label: {c: median(r.rps for r in runs) for c, runs in by_c.items()} for label, by_c in results.items()}
+    for side in sides:
+        for c, runs in results[side.label].items():
+            bench.record(
+                f"throughput {side.label} c={c}", "req/s", rps[side.label][c], p50_ms=median(r.p50_ms for r in runs)
+            )
+    if sides[0].label != MASTER:
+        return
+    for side in sides[1:]:
+        for c in bench.concurrency:
+            cost = 100 * (1 - rps[side.label][c] / rps[MASTER][c])
+            bench.record(f"cost of {side.label} against the master key c={c}", "%", cost)
 
 
 def scenario_latency(bench: Bench, proxy: ProxyProcess) -> None:
@@ -92,28 +124,56 @@ def main() -> int:
     def want(name: str) -> bool:
         return not wanted or name in wanted
 
-    with start_nginx(), start_drip(18090), Bench.workdir() as work:
+    with (
+        start_nginx(),
+        start_drip(18090),
+        Bench.workdir() as work,
+        services_on_load_core() as pinned,
+        ExitStack() as up,
+    ):
+        if pinned:
+            bench.notes.append(f"{' and '.join(pinned)} pinned to core {LOAD_CORE} for the run, with nginx and wrk.")
         sqlite = f"sqlite:///{work}/bench.db"
-        with ProxyProcess(config(sqlite), work, "master") as proxy:
-            bench.record("idle memory (RSS after start)", "MiB", proxy.rss_mib())
-            if want("latency"):
-                scenario_latency(bench, proxy)
-            if want("master"):
-                throughput(bench, "master key", proxy, proxy.master_key)
-            if want("virtual"):
-                key = proxy.create_key()
-                throughput(bench, "virtual key + spend, SQLite", proxy, key)
-            if want("streams"):
-                bench.record("added time to first token (drip upstream)", "ms", ttft(proxy, bench.runs))
-                stalls = many_slow_streams(proxy, 1000)
-                bench.record("1000 slow streams: worst gap between chunks", "ms", stalls["worst_gap_ms"])
-                bench.record("1000 slow streams: median time to first byte", "ms", stalls["first_byte_p50_ms"])
-                bench.record("1000 slow streams: proxy RSS", "MiB", stalls["rss_mib"])
-                bench.record("1000 slow streams: completed", "streams", stalls["completed"])
+        proxy = up.enter_context(ProxyProcess(config(sqlite), work, "master"))
+        bench.record("idle memory (RSS after start)", "MiB", proxy.rss_mib())
+        if want("latency"):
+            scenario_latency(bench, proxy)
+        # The sides compared all run at once (each on its own proxy and database), so their runs can alternate.
+        sides: list[Side] = []
+        if want("master"):
+            sides.append(Side(MASTER, proxy, proxy.master_key))
+        if want("virtual"):
+            sides.append(Side("virtual key + spend, SQLite", proxy, proxy.create_key()))
+        if want("postgres"):
+            from tests.storage.pg import temporary_pg_url
+
+            pg = up.enter_context(ProxyProcess(config(up.enter_context(temporary_pg_url())), work, "postgres"))
+            sides.append(Side("virtual key + spend, PostgreSQL", pg, pg.create_key()))
+        redis: ProxyProcess | None = None
+        if want("redis"):
+            redis = up.enter_context(ProxyProcess(config(f"sqlite:///{work}/redis.db", redis=True), work, "redis"))
+            key = redis.create_key(rpm_limit=10_000_000, tpm_limit=10_000_000_000)
+            sides.append(Side("virtual key + Redis limits + cache misses", redis, key, "chat_unique.lua"))
+        if sides:
+            throughput(bench, sides)
+        if redis is not None:
+            hits = [
+                wrk(redis.url + "/v1/chat/completions", 1, bench.seconds, "chat.lua", sides[-1].key)
+                for _ in range(bench.runs)
+            ]
+            bench.record("cache hit latency p50 (c=1)", "ms", median(h.p50_ms for h in hits))
+        if want("streams"):
+            bench.record("added time to first token (drip upstream)", "ms", ttft(proxy, bench.runs))
+            stalls = many_slow_streams(proxy, 1000)
+            bench.record("1000 slow streams: worst gap between chunks", "ms", stalls["worst_gap_ms"])
+            bench.record("1000 slow streams: median time to first byte", "ms", stalls["first_byte_p50_ms"])
+            bench.record("1000 slow streams: proxy RSS", "MiB", stalls["rss_mib"])
+            bench.record("1000 slow streams: completed", "streams", stalls["completed"])
+        up.close()  # the soak and the workers want the core to themselves
         if want("soak") and args.soak_minutes:
             # A proxy of its own: after the 1,000 streams the first one's RSS is still coming down.
-            with ProxyProcess(config(sqlite), work, "soak") as proxy:
-                samples = proxy.soak(args.soak_minutes, proxy.create_key())  # a virtual key: spend tracked
+            with ProxyProcess(config(sqlite), work, "soak") as soaked:
+                samples = soaked.soak(args.soak_minutes, soaked.create_key())  # a virtual key: spend tracked
                 (_, start), (end_min, end) = samples[0], samples[-1]
                 half_min, half = min(samples, key=lambda s: abs(s[0] - end_min / 2))
                 bench.record("soak RSS after 1 min warm-up (virtual key, c=8)", "MiB", start)
@@ -122,20 +182,6 @@ def main() -> int:
                 # Caches that fill up (SQLite's page cache grows with the spend table) level off: the second
                 # half tells a leak from a cache.
                 bench.record("soak memory growth, second half", "MiB/min", (end - half) / (end_min - half_min))
-        if want("postgres"):
-            from tests.storage.pg import temporary_pg_url
-
-            with temporary_pg_url() as url, ProxyProcess(config(url), work, "postgres") as proxy:
-                throughput(bench, "virtual key + spend, PostgreSQL", proxy, proxy.create_key())
-        if want("redis"):
-            with ProxyProcess(config(sqlite, redis=True), work, "redis") as proxy:
-                key = proxy.create_key(rpm_limit=10_000_000, tpm_limit=10_000_000_000)
-                throughput(bench, "virtual key + Redis limits + cache misses", proxy, key, "chat_unique.lua")
-                hits = [
-                    wrk(proxy.url + "/v1/chat/completions", 1, bench.seconds, "chat.lua", key)
-                    for _ in range(bench.runs)
-                ]
-                bench.record("cache hit latency p50 (c=1)", "ms", median(h.p50_ms for h in hits))
         if want("workers"):
             one = ProxyProcess(config(sqlite), work, "w1", pin=None)
             two = ProxyProcess(config(sqlite), work, "w2", pin=None, workers=2)
