@@ -1,10 +1,11 @@
 """httpcore network streams that send a request in one write: what httpcore writes is held until it reads.
 
 httpcore writes an HTTP/1.1 request in two sends, the head and then the body. Each send on a connection with
-TCP_NODELAY is a packet, and on loopback a wake-up of the upstream: measured here, ~45 µs of the proxy's CPU a
-send, one of four per proxied call. Holding the writes until httpcore first reads the response sends head and
-body together. Nothing waits longer for it: an HTTP/1.1 client reads as soon as it has written the whole request
-(our bodies are bytes in memory, and httpcore sends no `Expect: 100-continue`).
+TCP_NODELAY is a system call, a packet and a wake-up of the upstream, with trio's and httpcore's Python around
+it. Holding the writes until httpcore first reads the response sends head and body together: measured with
+callgrind (instructions per proxied call, master key, against nginx), 2 % fewer, and one send fewer of four.
+Nothing waits longer for it: an HTTP/1.1 client reads as soon as it has written the whole request (our bodies
+are bytes in memory, and httpcore sends no `Expect: 100-continue`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """`edgeproxy run`: one trio run whose root nursery owns the HTTP server and every background task.
 
-This is the only module that imports hypercorn. Shutdown on SIGTERM/SIGINT: stop accepting, let in-flight
-requests finish (bounded by `shutdown_grace`), cancel background tasks, then leave `open_gateway`, which
-flushes what must not be lost.
+This and `onewrite` (one write per answer) are the only modules that import hypercorn. Shutdown on
+SIGTERM/SIGINT: stop accepting, let in-flight requests finish (bounded by `shutdown_grace`), cancel background
+tasks, then leave `open_gateway`, which flushes what must not be lost.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from edgeproxy.calllog import setup_logging
 from edgeproxy.config import Config
 from edgeproxy.gateway import open_gateway
 from edgeproxy.metrics import MULTIPROC_ENV
+from edgeproxy.onewrite import install as send_heads_with_bodies
 
 log = logging.getLogger("edgeproxy.server")
 
@@ -169,6 +170,7 @@ async def serve(
 
         async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
             hc = _hypercorn_config(config, host, port, reuse_port)
+            send_heads_with_bodies()
             with trio.CancelScope() as http_scope:
                 nursery.start_soon(_drain_then_close, stop, tracker, http_scope, config.general.shutdown_grace_s)
                 await hypercorn_serve(tracker, hc, shutdown_trigger=stop.wait, task_status=task_status)

@@ -1,0 +1,63 @@
+"""One write per answer: hypercorn's trio server sends an HTTP/1.1 response's head and its body in two.
+
+hypercorn writes the head (status line and headers) when the app sends `http.response.start`, then the body.
+On a TCP_NODELAY socket (trio sets it) each write is a system call, a packet and a wake-up of the client, and
+for each hypercorn takes its send lock and a shielded cancel scope. Measured with callgrind (instructions per
+proxied call, master key, against nginx): 5 % fewer with one write, and one send fewer of three (strace).
+`install()` wraps hypercorn's
+`TCPServer.protocol_send` so that a head which announces a `content-length` waits for the next write on its
+connection and leaves with it. Only such a head waits, because its body follows at once: hypercorn ends every
+response with a write (an empty one when the body was empty), so the wait ends with the response at the latest.
+Informational heads (a `100 Continue` is waited for by its client) and streamed answers (chunked, no length)
+are sent at once, as before; a head still held when the connection closes is sent first.
+
+This changes how hypercorn writes, not what: the bytes on the wire are the same. It wraps one method of a
+pinned dependency (`hypercorn<0.19` in pyproject.toml); tests/edgeproxy/test_onewrite.py fails if that
+method stops seeing the head and the body as separate writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio.tcp_server import TCPServer
+
+_HELD = "_edgeproxy_held_head"
+_INSTALLED = "_edgeproxy_one_write"
+
+
+def waits_for_body(data: bytes) -> bool:
+    """A final response head with a content-length: its body is the next write."""
+    return (
+        data.startswith(b"HTTP/1.1 ")
+        and data[9:10] != b"1"  # 1xx: informational, its client waits for it
+        and data.endswith(b"\r\n\r\n")
+        and b"\r\ncontent-length:" in data.lower()
+    )
+
+
+def install() -> None:
+    """Wrap `TCPServer.protocol_send` (once per process)."""
+    if getattr(TCPServer, _INSTALLED, False):
+        return
+    original: Callable[[TCPServer, Event], Awaitable[None]] = TCPServer.protocol_send
+
+    async def protocol_send(self: Any, event: Event) -> None:
+        held: bytes | None = getattr(self, _HELD, None)
+        if isinstance(event, RawData):
+            if held is None:
+                if waits_for_body(event.data):
+                    setattr(self, _HELD, event.data)
+                    return
+            else:
+                setattr(self, _HELD, None)
+                event = RawData(held + event.data, event.address)
+        elif held is not None and isinstance(event, Closed):
+            setattr(self, _HELD, None)
+            await original(self, RawData(held))
+        await original(self, event)
+
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+    setattr(TCPServer, _INSTALLED, True)

@@ -1,0 +1,143 @@
+"""One write per answer: hypercorn's writes recorded on real sockets, with a small ASGI app and with edgeproxy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from edgeproxy import onewrite
+from tests.e2e.conftest import make_config, openai_model, running_proxy
+from tests.fakes import open_fake_upstream
+
+Writes = list[bytes]
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> Writes:
+    """Every send_all on a trio socket stream, in order (the servers' and the clients' alike)."""
+    recorded: Writes = []
+    original = trio.SocketStream.send_all
+
+    async def send_all(self: trio.SocketStream, data: Any) -> None:
+        recorded.append(bytes(data))
+        await original(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", send_all)
+    return recorded
+
+
+def answers(writes: Writes) -> Writes:
+    """The server's writes that carry a response head."""
+    return [w for w in writes if w.startswith(b"HTTP/1.1 ")]
+
+
+class App:
+    """/json answers with a length; /stream sends its head, then a chunk once `go` is set; /upload reads a body."""
+
+    def __init__(self) -> None:
+        self.go = trio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await self.go.wait()
+            await send({"type": "http.response.body", "body": b"late chunk", "more_body": False})
+            return
+        body = b""
+        if scope["path"] == "/upload":
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+        payload = b"" if scope["path"] == "/empty" else b'{"ok":true,"got":%d}' % len(body)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+@asynccontextmanager
+async def serving(app: App) -> AsyncIterator[str]:
+    onewrite.install()
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=stop.wait))
+        try:
+            yield binds[0]
+        finally:
+            stop.set()
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_answer_with_a_length_is_one_write(writes: Writes) -> None:
+    async with serving(App()) as url, httpx.AsyncClient(base_url=url) as client:
+        for _ in range(2):  # and again on the kept-alive connection
+            response = await client.get("/json")
+            assert response.json() == {"ok": True, "got": 0}
+        empty = await client.get("/empty")
+        assert empty.status_code == 200 and empty.content == b""
+        head = await client.head("/json")
+        assert head.status_code == 200 and head.headers["content-length"] == "19"
+    sent = answers(writes)
+    assert len(sent) == 4
+    assert all(w.endswith(b'{"ok":true,"got":0}') for w in sent[:2])
+    assert sent[2].endswith(b"\r\n\r\n") and sent[3].endswith(b"\r\n\r\n")  # no body: the head goes alone
+
+
+async def test_a_streamed_answer_sends_its_head_at_once() -> None:
+    app = App()
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        with trio.fail_after(5):  # a held head would never arrive: the app waits for it before its first chunk
+            async with client.stream("GET", "/stream") as response:
+                assert response.status_code == 200
+                app.go.set()
+                assert await response.aread() == b"late chunk"
+
+
+async def test_100_continue_is_not_held() -> None:
+    async with serving(App()) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            head = b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n"
+            await stream.send_all(head)
+            received = b""
+            with trio.fail_after(5):  # the client sends its body only once it has the 100
+                while b"HTTP/1.1 100" not in received:
+                    received += await stream.receive_some(4096)
+                await stream.send_all(b"hello")
+                while not received.endswith(b"}"):
+                    received += await stream.receive_some(4096)
+            assert received.endswith(b'{"ok":true,"got":5}')
+
+
+async def test_edgeproxy_answers_a_call_in_one_write(writes: Writes) -> None:
+    async with (
+        open_fake_upstream(reply_text="Hi") as fake,
+        running_proxy(make_config([openai_model("gpt-4o", fake)])) as proxy,
+        proxy.client() as client,
+    ):
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+        response = await client.post("/v1/chat/completions", json=body)
+        assert response.json()["choices"][0]["message"]["content"] == "Hi"
+        refused = await client.post("/v1/chat/completions", json={"model": "nope", "messages": []})
+        assert refused.status_code in (400, 404)
+    ok, error = [w for w in answers(writes) if b"\r\ndate: " in w]  # hypercorn's (the fake upstream sends no date)
+    assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"}")
+    assert error.startswith(b"HTTP/1.1 4") and error.endswith(b"}")
