@@ -150,14 +150,7 @@ class RespPool:
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The replies, in order (error replies as ReplyError values); raises RespConnectionError."""
-        await self._take_slot()
-        try:
-            with trio.fail_after(self.timeout_s):
-                return await self._execute(commands, answered=True)
-        except trio.TooSlowError:
-            raise RespConnectionError(f"Redis did not answer within {self.timeout_s:g} s") from None
-        finally:
-            self._slots.release()
+        return await self._in_slot(commands, answered=True)
 
     async def send(self, commands: Sequence[Command]) -> list[Any]:
         """Send commands without their replies (see the module docstring); raises RespConnectionError.
@@ -165,25 +158,23 @@ class RespPool:
         Returns nothing (an empty list) where Redis skips the replies, so nothing tells whether they succeeded:
         for writes whose failure the caller would only log. Where it cannot, their replies.
         """
-        await self._take_slot()
-        try:
-            with trio.fail_after(self.timeout_s):
-                return await self._execute(commands, answered=False)
-        except trio.TooSlowError:
-            raise RespConnectionError(f"Redis did not take the commands within {self.timeout_s:g} s") from None
-        finally:
-            self._slots.release()
+        return await self._in_slot(commands, answered=False)
 
-    async def _take_slot(self) -> None:
-        """A connection slot; a free one without yielding to the scheduler, as `async with` a Semaphore does.
-
-        That yield is a whole turn of the event loop (an epoll_wait) per command when Redis is otherwise idle,
-        and the send and the read that follow are checkpoints anyway.
-        """
+    async def _in_slot(self, commands: Sequence[Command], answered: bool) -> list[Any]:
+        # A free slot is taken without a turn of the event loop, which `async with` a Semaphore takes even then
+        # (an epoll_wait per command when Redis is otherwise idle); the send and the read are checkpoints anyway.
         try:
             self._slots.acquire_nowait()
         except trio.WouldBlock:
             await self._slots.acquire()
+        try:
+            with trio.fail_after(self.timeout_s):
+                return await self._execute(commands, answered)
+        except trio.TooSlowError:
+            what = "answer" if answered else "take the commands"
+            raise RespConnectionError(f"Redis did not {what} within {self.timeout_s:g} s") from None
+        finally:
+            self._slots.release()
 
     async def _execute(self, commands: Sequence[Command], answered: bool) -> list[Any]:
         reused = bool(self._idle)
