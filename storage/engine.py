@@ -24,11 +24,17 @@ DEFAULT_SQLITE_FILE = "edgeproxy.db"
 WRITE_OPTION = "storage_write"
 
 _WAL_SWITCH_WAIT_S = 10.0
+SQLITE_CACHE_KIB = 512  # per connection
 _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=5000",  # wait for the write lock instead of failing at once
     "PRAGMA journal_mode=WAL",  # readers do not block the writer
     "PRAGMA synchronous=NORMAL",  # safe with WAL, much faster than FULL
     "PRAGMA foreign_keys=ON",  # SQLite ignores REFERENCES unless asked
+    # Each pooled connection keeps its own page cache, 2 MiB by default: a pool of 10 grew the proxy by up to
+    # 20 MiB as the spend table grew (a 10-minute soak: +12 MiB, still rising; capped at 100 KiB, +1.8 MiB).
+    # The pages a call touches (the newest leaves of the spend table and its indexes) fit in 512 KiB, and the
+    # rest comes from the OS's file cache.
+    f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}",
 )
 _PG_CONNECT_TIMEOUT_S = 5
 

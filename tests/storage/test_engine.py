@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from storage import Storage, StorageUnavailable, open_engine
-from storage.engine import describe_url
+from storage.engine import SQLITE_CACHE_KIB, describe_url
 
 
 def test_sqlite_file_is_created_private_with_wal(tmp_path: Path) -> None:
@@ -47,6 +47,7 @@ def test_sqlite_pragmas_apply_to_every_pooled_connection(tmp_path: Path) -> None
                 assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
                 assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
                 assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
     finally:
         engine.dispose()
 
