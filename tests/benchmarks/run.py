@@ -133,6 +133,8 @@ def main() -> int:
     ):
         if pinned:
             bench.notes.append(f"{' and '.join(pinned)} pinned to core {LOAD_CORE} for the run, with nginx and wrk.")
+        else:
+            bench.notes.append("Redis and PostgreSQL left on the cores they had (not ours to move, or not running).")
         sqlite = f"sqlite:///{work}/bench.db"
         proxy = up.enter_context(ProxyProcess(config(sqlite), work, "master"))
         bench.record("idle memory (RSS after start)", "MiB", proxy.rss_mib())
