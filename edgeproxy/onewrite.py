@@ -4,10 +4,11 @@ hypercorn writes the head (status line and headers) when the app sends `http.res
 On a TCP_NODELAY socket (trio sets it) each write is a system call, a packet and a wake-up of the client, and
 for each hypercorn takes its send lock and a shielded cancel scope. Measured with callgrind (instructions per
 proxied call, master key, against nginx): 5 % fewer with one write, and one send fewer of three (strace).
-`install()` wraps hypercorn's
-`TCPServer.protocol_send` so that a head which announces a `content-length` waits for the next write on its
-connection and leaves with it. Only such a head waits, because its body follows at once: hypercorn ends every
-response with a write (an empty one when the body was empty), so the wait ends with the response at the latest.
+
+`install()` wraps hypercorn's `TCPServer.protocol_send` so that a head which announces a `content-length` waits
+for the next write on its connection and leaves with it. Only such a head waits, because its body follows at
+once: hypercorn ends every response with a write (an empty one when the body was empty), so the wait ends with
+the response at the latest.
 Informational heads (a `100 Continue` is waited for by its client) and streamed answers (chunked, no length)
 are sent at once, as before; a head still held when the connection closes is sent first.
 
