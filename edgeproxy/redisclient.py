@@ -96,6 +96,7 @@ class RedisBackend:
         self._scripts: dict[str, str] = {}
         self._deferred: list[Command] = []
         self._deferred_added = trio.Event()
+        self._flushing: trio.Event | None = None  # set once the deferred commands on their way have gone
         self._down_since: float | None = None
         self._next_attempt = 0.0
         self._last_logged = 0.0
@@ -177,10 +178,11 @@ class RedisBackend:
         """Commands nobody waits for (rate-limit settlements, cache stores), sent off the response path.
 
         They go in front of this process's next pipeline, or with `serve_deferred` a moment later, unanswered
-        (`flush_deferred`), whichever comes first; many requests' share one write under load. In front: a
-        request that follows on this instance finds its predecessor's parallel slot freed and its answer
-        stored. A failure is dropped, as it would have been had we waited (a slot's lease then runs out by
-        itself); with replies it is logged.
+        (`flush_deferred`), whichever comes first; many requests' share one write under load. In front, or
+        when they left a moment before, the next pipeline waits for them to have gone: a request that follows
+        on this instance finds its predecessor's parallel slot freed and its answer stored. A failure is
+        dropped, as it would have been had we waited (a slot's lease then runs out by itself); with replies it
+        is logged.
         """
         self._deferred.extend(commands)
         self._deferred_added.set()
@@ -197,12 +199,17 @@ class RedisBackend:
         deferred, self._deferred = self._deferred, []
         if not deferred:
             return
+        flushing = self._flushing = trio.Event()
         try:
             # Unanswered, a NOSCRIPT would go unseen: scripts go with their text (Redis caches it by its SHA).
             replies = await self._send([self._with_text(command) for command in deferred], answered=False)
         except RedisUnavailable as error:
             log.debug("%d deferred Redis commands dropped: %s", len(deferred), error)
             return
+        finally:
+            flushing.set()
+            if self._flushing is flushing:
+                self._flushing = None
         _log_failures(replies)
 
     def _with_text(self, command: Command) -> Command:
@@ -218,6 +225,10 @@ class RedisBackend:
         Raises RedisUnavailable like `run`. An EVALSHA the server does not know yet (after a restart or
         SCRIPT FLUSH) is sent again as EVAL, which also loads it.
         """
+        if self._flushing is not None:
+            # Deferred commands are on their way on another connection (through redis-py, in another thread):
+            # sent now, this pipeline could overtake them and miss the answer they store.
+            await self._flushing.wait()
         deferred, self._deferred = self._deferred, []
         if not deferred and not commands:
             return []

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import pytest
 import redis
 import trio
+import trio.testing
 
 from edgeproxy.redisclient import LuaScript, RedisBackend, RedisUnavailable
 from edgeproxy.redisconfig import RedisSettings
@@ -226,5 +229,31 @@ async def test_deferred_scripts_go_with_their_text_so_a_forgotten_script_still_r
         backend.defer([script.command([f"{prefix}:n"], [5]), ("INCR", f"{prefix}:n")])
         await backend.flush_deferred()
         assert await backend.execute([("GET", f"{prefix}:n")]) == [b"6"]
+    finally:
+        await backend.aclose()
+
+
+@requires_redis
+async def test_a_pipeline_waits_for_deferred_commands_already_on_their_way(prefix: str) -> None:
+    """Through redis-py (Sentinel, cluster, TLS) a deferred flush runs in a thread of its own: the next pipeline,
+    in another thread, must not overtake it and miss the answer it stores."""
+    backend = RedisBackend(RedisSettings(url=SHARED_REDIS_URL))
+    backend._native = None  # the redis-py path, as behind Sentinel
+    first_call = [True]
+    call = backend._call
+
+    def slow_first_call(fn: Any) -> Any:
+        if first_call[0]:
+            first_call[0] = False
+            time.sleep(0.3)  # the flush's thread is slow to get its write out: the window a race needs
+        return call(fn)
+
+    backend._call = slow_first_call  # type: ignore[method-assign]
+    try:
+        backend.defer([("SET", f"{prefix}:answer", "stored")])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backend.flush_deferred)
+            await trio.testing.wait_all_tasks_blocked()  # the flush is in its thread
+            assert await backend.execute([("GET", f"{prefix}:answer")]) == [b"stored"]
     finally:
         await backend.aclose()
