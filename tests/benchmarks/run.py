@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -215,4 +216,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     os.chdir(HERE)
+    # A stopped run unwinds like Ctrl-C: nginx stops, the proxies exit, Redis and PostgreSQL get their cores back.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     raise SystemExit(main())
