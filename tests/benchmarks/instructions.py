@@ -31,9 +31,8 @@ import httpx
 import yaml
 
 from tests.benchmarks.harness import HERE, PROXY_CORE, Bench, free_port, start_nginx, wait_for
-from tests.benchmarks.run import config
+from tests.benchmarks.run import HIGH_LIMITS, config
 
-LIMITS = {"rpm_limit": 10_000_000, "tpm_limit": 10_000_000_000}
 SCENARIOS = ("master", "virtual", "limits", "cache", "redis")
 
 
@@ -73,10 +72,10 @@ def count(scenario: str, calls: int, warmup: int) -> float:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_for(url + "/health/liveliness", timeout_s=300)
-            master = "sk-bench-master"
+            master = settings["general_settings"]["master_key"]
             key = master
             if scenario not in ("master", "cache"):
-                fields = LIMITS if scenario in ("limits", "redis") else {}
+                fields = HIGH_LIMITS if scenario in ("limits", "redis") else {}
                 created = httpx.post(
                     url + "/key/generate",
                     json={"key_alias": "instructions", **fields},
