@@ -113,10 +113,10 @@ class Serving:
             if hit is not None and plan is not None:
                 return self._from_cache(record, plan, hit, ticket, stream, include_usage)
             if not stream:
-                response = await self.calls.complete(record)
+                body = dumps(await self.calls.complete(record))
                 if self.cache is not None and plan is not None and plan.write:
-                    entry = self.cache.entry(plan, record.usage, response=response)
-                return Answer({**record.headers(), **ticket.headers}, body=dumps(response))
+                    entry = self.cache.entry(plan, record.usage, body=body)
+                return Answer({**record.headers(), **ticket.headers}, body=body)
             upstream = await self.calls.open_stream(record)
             handed_over = True
             chunks = self._relay(record, upstream, include_usage, plan, ticket)

@@ -126,17 +126,17 @@ class ResponseCache:
         plan: CachePlan,
         usage: Usage | None,
         *,
-        response: dict[str, Any] | None = None,
+        body: bytes | None = None,
         chunks: list[dict[str, Any]] | None = None,
     ) -> Entry:
-        """A finished call's answer, ready to store under the plan's key."""
+        """A finished call's answer, ready to store under the plan's key: `body`, the response object as the
+        client got it (JSON, put in as it is rather than encoded a second time), or a stream's chunks."""
         entry: dict[str, Any] = {"v": ENTRY_VERSION, "created": time.time()}
         if usage is not None:
             entry["usage"] = [usage.prompt_tokens, usage.completion_tokens]
-        if response is not None:
-            entry["response"] = response
-        else:
-            entry["chunks"] = chunks or []
+        if body is not None:
+            return Entry(plan.storage_key, dumps(entry)[:-1] + b',"response":' + body + b"}", plan.ttl_s)
+        entry["chunks"] = chunks or []
         return Entry(plan.storage_key, dumps(entry), plan.ttl_s)
 
     async def write(self, entry: Entry) -> None:
@@ -144,16 +144,6 @@ class ResponseCache:
             await self.store.put(entry.key, entry.value, entry.ttl_s)
         except RedisUnavailable as error:
             log.debug("cache write skipped: %s", error)
-
-    async def put(
-        self,
-        plan: CachePlan,
-        usage: Usage | None,
-        *,
-        response: dict[str, Any] | None = None,
-        chunks: list[dict[str, Any]] | None = None,
-    ) -> None:
-        await self.write(self.entry(plan, usage, response=response, chunks=chunks))
 
     # ---------------------------------------------------------------- admin
 

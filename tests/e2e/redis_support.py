@@ -41,7 +41,10 @@ class RedisSpace:
 
     def keys(self) -> list[bytes]:
         with self.client() as client:
-            return [*client.scan_iter(match=f"{self.prefix}*"), *client.scan_iter(match=f"{self.namespace}*")]
+            return [
+                *client.scan_iter(match=f"{self.prefix}*", count=10_000),
+                *client.scan_iter(match=f"{self.namespace}*", count=10_000),
+            ]
 
     def cleanup(self) -> None:
         try:

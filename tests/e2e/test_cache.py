@@ -121,7 +121,7 @@ async def test_cache_controls(fake: FakeUpstream, space: RedisSpace) -> None:
 
         await ask("short ttl", ttl=30)
         with space.client() as r:
-            ttls = {k: r.pttl(k) for k in r.scan_iter(match=f"{space.namespace}:*")}
+            ttls = {k: r.pttl(k) for k in r.scan_iter(match=f"{space.namespace}:*", count=10_000)}
         assert any(0 < ttl <= 30_000 for ttl in ttls.values())  # ttl: stored for 30 s...
         assert any(590_000 < ttl <= 600_000 for ttl in ttls.values())  # ...others for the configured 600 s
 
@@ -139,7 +139,7 @@ async def test_entries_expire_after_their_ttl(fake: FakeUpstream, space: RedisSp
         first = await client.post("/v1/chat/completions", json=CHAT)
         assert first.status_code == 200
         with space.client() as r:
-            (key,) = list(r.scan_iter(match=f"{space.namespace}:*"))
+            (key,) = list(r.scan_iter(match=f"{space.namespace}:*", count=10_000))
             assert 0 < r.pttl(key) <= 2000  # Redis itself drops it after the ttl
             hit = await client.post("/v1/chat/completions", json=CHAT)
             assert "x-litellm-cache-key" in hit.headers
@@ -210,7 +210,7 @@ async def test_admin_routes_ping_delete_and_flush_only_the_namespace(fake: FakeU
     assert bad.status_code == 400
     with space.client() as r:
         assert r.get(outsider) == b"keep me"
-        assert not list(r.scan_iter(match=f"{space.namespace}:*"))
+        assert not list(r.scan_iter(match=f"{space.namespace}:*", count=10_000))
 
 
 async def test_local_cache_serves_repeats_without_redis(fake: FakeUpstream) -> None:

@@ -50,7 +50,7 @@ def counted_requests(port: int, space: RedisSpace, token: str) -> int:
 
 def cache_entries(port: int, space: RedisSpace) -> int:
     with redis.Redis(port=port) as client:
-        return len(list(client.scan_iter(match=f"{space.namespace}:*")))
+        return len(list(client.scan_iter(match=f"{space.namespace}:*", count=10_000)))
 
 
 async def test_failover_fails_no_request_and_cache_and_limits_follow_the_new_master(

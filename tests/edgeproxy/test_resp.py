@@ -27,7 +27,7 @@ def prefix() -> Iterator[str]:
     tag = f"edgeproxy-test-resp-{secrets.token_hex(5)}"
     yield tag
     with redis.Redis.from_url(SHARED_REDIS_URL) as client:
-        found = list(client.scan_iter(match=f"{tag}*"))
+        found = list(client.scan_iter(match=f"{tag}*", count=10_000))
         if found:
             client.unlink(*found)
 
