@@ -30,19 +30,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import httpx
 import yaml
 
-from tests.benchmarks.harness import HERE, PROXY_CORE, Bench, free_port, start_nginx, wait_for
+from tests.benchmarks.harness import HERE, PROXY_CORE, Bench, free_port, redis_namespace, start_nginx, wait_for
 from tests.benchmarks.run import HIGH_LIMITS, config
 
 SCENARIOS = ("master", "virtual", "limits", "cache", "redis")
 
 
-def _config(scenario: str, work: Path) -> dict[str, Any]:
+def _config(scenario: str, work: Path, namespace: str) -> dict[str, Any]:
     redis = scenario in ("limits", "cache", "redis")
-    settings = config(f"sqlite:///{work}/instructions.db", redis=redis)
+    settings = config(f"sqlite:///{work}/instructions.db", redis=redis, namespace=namespace)  # misses, run after run
     if redis:
-        litellm = settings["litellm_settings"]
-        litellm["cache_params"]["namespace"] = f"instructions-{uuid.uuid4().hex[:8]}"  # misses, run after run
-        litellm["cache"] = scenario != "limits"
+        settings["litellm_settings"]["cache"] = scenario != "limits"
     return settings
 
 
@@ -57,9 +55,9 @@ def _total(dumps: list[Path]) -> int:
 
 def count(scenario: str, calls: int, warmup: int) -> float:
     """Instructions per call for one scenario."""
-    with start_nginx(), Bench.workdir() as work:
+    with start_nginx(), Bench.workdir() as work, redis_namespace("instructions") as namespace:
         path = work / "instructions.yaml"
-        settings = _config(scenario, work)
+        settings = _config(scenario, work, namespace)
         path.write_text(yaml.safe_dump(settings))
         port = free_port()
         command = [

@@ -30,6 +30,7 @@ from tests.benchmarks.harness import (
     ProxyProcess,
     WrkResult,
     median,
+    redis_namespace,
     services_on_load_core,
     start_drip,
     start_nginx,
@@ -43,7 +44,9 @@ MASTER = "master key"
 HIGH_LIMITS = {"rpm_limit": 10_000_000, "tpm_limit": 10_000_000_000}
 
 
-def config(database_url: str, *, redis: bool = False, master_key: str = "sk-bench-master") -> dict[str, Any]:
+def config(
+    database_url: str, *, redis: bool = False, master_key: str = "sk-bench-master", namespace: str = "bench"
+) -> dict[str, Any]:
     priced = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}
 
     def model(name: str, api_base: str, **extra: Any) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def config(database_url: str, *, redis: bool = False, master_key: str = "sk-benc
     if redis:
         litellm = {
             "cache": True,
-            "cache_params": {"type": "redis", "host": "127.0.0.1", "port": 6379, "namespace": "bench"},
+            "cache_params": {"type": "redis", "host": "127.0.0.1", "port": 6379, "namespace": namespace},
         }
     return {"model_list": models, "general_settings": general, "litellm_settings": litellm}
 
@@ -156,7 +159,9 @@ def main() -> int:
             sides.append(Side("virtual key + spend, PostgreSQL", pg, pg.create_key()))
         redis: ProxyProcess | None = None
         if want("redis"):
-            redis = up.enter_context(ProxyProcess(config(f"sqlite:///{work}/redis.db", redis=True), work, "redis"))
+            namespace = up.enter_context(redis_namespace("bench"))
+            settings = config(f"sqlite:///{work}/redis.db", redis=True, namespace=namespace)
+            redis = up.enter_context(ProxyProcess(settings, work, "redis"))
             key = redis.create_key(**HIGH_LIMITS)
             sides.append(Side("virtual key + Redis limits + cache misses", redis, key, "chat_unique.lua"))
         if sides:
