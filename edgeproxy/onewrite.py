@@ -12,6 +12,9 @@ the response at the latest.
 Informational heads (a `100 Continue` is waited for by its client) and streamed answers (chunked, no length)
 are sent at once, as before; a head still held when the connection closes is sent first.
 
+It also keeps a send that meets the connection's shutdown in another task from being logged as an error
+(`_send_unless_closing`).
+
 This changes how hypercorn writes, not what: the bytes on the wire are the same. It wraps one method of a
 pinned dependency (`hypercorn<0.19` in pyproject.toml); tests/edgeproxy/test_onewrite.py fails if that
 method stops seeing the head and the body as separate writes.
@@ -22,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.tcp_server import TCPServer
 
@@ -37,6 +41,24 @@ def waits_for_body(data: bytes) -> bool:
         and data.endswith(b"\r\n\r\n")
         and b"\r\ncontent-length:" in data.lower()
     )
+
+
+async def _send_unless_closing(
+    server: Any, original: Callable[[TCPServer, Event], Awaitable[None]], event: RawData
+) -> None:
+    """Send, except on a socket another task is shutting down.
+
+    hypercorn closes a connection (its last request answered with `connection: close`, or the client gone) in
+    the task that notices, with `send_eof` outside its send lock; trio's `send_eof` yields inside its check for
+    concurrent sends. The answer's last write (empty, for a body with a length) can still be on its way in the
+    app's task, and then raised trio's BusyResourceError, logged as "Error in ASGI Framework" with a traceback
+    (a client reading `connection: close` answers and leaving at once meets it every few connections).
+    Nothing can be sent on a socket being shut down: handled as hypercorn handles a send on a closed one.
+    """
+    try:
+        await original(server, event)
+    except trio.BusyResourceError:
+        await server.protocol.handle(Closed())
 
 
 def install() -> None:
@@ -57,8 +79,11 @@ def install() -> None:
                 event = RawData(held + event.data, event.address)
         elif held is not None and isinstance(event, Closed):
             setattr(self, _HELD, None)
-            await original(self, RawData(held))
-        await original(self, event)
+            await _send_unless_closing(self, original, RawData(held))
+        if isinstance(event, RawData):
+            await _send_unless_closing(self, original, event)
+        else:
+            await original(self, event)
 
     TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
     setattr(TCPServer, _INSTALLED, True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any
 
@@ -70,11 +71,12 @@ class App:
 
 
 @asynccontextmanager
-async def serving(app: App) -> AsyncIterator[str]:
+async def serving(app: App, keep_alive_max_requests: int = 1000) -> AsyncIterator[str]:
     onewrite.install()
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    config.keep_alive_max_requests = keep_alive_max_requests
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=stop.wait))
@@ -141,3 +143,24 @@ async def test_edgeproxy_answers_a_call_in_one_write(writes: Writes) -> None:
     ok, error = [w for w in answers(writes) if b"\r\ndate: " in w]  # hypercorn's (the fake upstream sends no date)
     assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"}")
     assert error.startswith(b"HTTP/1.1 4") and error.endswith(b"}")
+
+
+async def test_a_client_leaving_as_the_server_closes_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """hypercorn answers a connection's last request (`connection: close`) and shuts the socket down; a client
+    that has its answer and leaves (or sends on) at once used to meet the answer's last, empty write still on its
+    way in the app's task: trio's BusyResourceError, logged as "Error in ASGI Framework" with a traceback."""
+    request = b"GET /json HTTP/1.1\r\nhost: x\r\n\r\n"
+    async with serving(App(), keep_alive_max_requests=1) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(150):
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(request)
+                received = b""
+                while not received.endswith(b"}"):
+                    received += await stream.receive_some(4096)
+                assert b"connection: close" in received.lower()
+                with suppress(trio.BrokenResourceError):
+                    await stream.send_all(request)  # as a client that does not read the header would
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[0].getMessage()
