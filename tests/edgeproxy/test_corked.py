@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpcore
 import pytest
+import trio
 
-from edgeproxy import upstream
+from edgeproxy import directio, upstream
 from edgeproxy.corked import JOIN_MAX_BYTES, CorkedBackend, CorkedStream
 from edgeproxy.providers.base import CallType
+from tests.edgeproxy.steps import counting_steps
 from tests.edgeproxy.test_upstream import CHAT, dep, open_upstreams
 from tests.fakes.upstream import open_fake_upstream
 
@@ -125,3 +131,73 @@ async def test_a_failed_write_still_reads_the_answer_as_httpcore_does() -> None:
     await stream.write(b"POST / HTTP/1.1\r\n\r\n")
     await stream.write(b"{}")
     assert (await stream.read(65536)).startswith(b"HTTP/1.1 413")
+
+
+# ---------------------------------------------------------------- plain sockets, read and written directly
+
+HEAD = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n"
+
+
+@asynccontextmanager
+async def tcp_server(handler: Callable[[trio.SocketStream], Awaitable[None]]) -> AsyncIterator[int]:
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+async def answer_ok(stream: trio.SocketStream) -> None:
+    received = b""
+    while not received.endswith(b"\r\n\r\n{}"):
+        received += await stream.receive_some(65536)
+    await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    await trio.sleep_forever()
+
+
+async def test_on_a_plain_socket_a_request_is_one_write_and_its_answer_one_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: list[bytes] = []
+    write_now = directio.write_now
+
+    def recording(fd: int, data: bytes) -> int:
+        written.append(bytes(data))
+        return write_now(fd, data)
+
+    monkeypatch.setattr(directio, "write_now", recording)
+    async with tcp_server(answer_ok) as port:
+        stream = await CorkedBackend().connect_tcp("127.0.0.1", port)
+        with counting_steps() as counter:
+            await stream.write(HEAD, timeout=5)
+            await stream.write(b"{}", timeout=5)
+            answer = await stream.read(65536, timeout=5)
+        await stream.aclose()
+    assert answer == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    assert written == [HEAD + b"{}"]
+    # trio's stream calls took three passes through the scheduler (after the send, the wait, the receive).
+    assert counter.steps <= 1
+
+
+async def test_on_a_plain_socket_a_silent_server_is_a_read_timeout() -> None:
+    async with tcp_server(lambda stream: trio.sleep_forever()) as port:
+        stream = await CorkedBackend().connect_tcp("127.0.0.1", port)
+        await stream.write(HEAD + b"{}")
+        with pytest.raises(httpcore.ReadTimeout):
+            await stream.read(65536, timeout=0.2)
+        await stream.aclose()
+
+
+async def reset(stream: trio.SocketStream) -> None:
+    await stream.receive_some(65536)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with an RST
+    await stream.aclose()
+
+
+async def test_on_a_plain_socket_a_reset_is_a_read_error_and_a_close_the_end() -> None:
+    async with tcp_server(reset) as port:
+        stream = await CorkedBackend().connect_tcp("127.0.0.1", port)
+        await stream.write(HEAD + b"{}")
+        with pytest.raises(httpcore.ReadError):
+            for _ in range(3):  # the RST may follow a first empty read
+                await stream.read(65536, timeout=5)
+        await stream.aclose()

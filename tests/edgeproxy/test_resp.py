@@ -18,6 +18,7 @@ from edgeproxy.redisclient import LuaScript, RedisBackend, RedisUnavailable
 from edgeproxy.redisconfig import RedisSettings
 from edgeproxy.resp import Endpoint, ReplyError, RespConnectionError, RespPool, endpoint_of
 from tests.e2e.redis_support import SHARED_REDIS_URL, free_port, private_redis, requires_redis
+from tests.edgeproxy.steps import counting_steps
 
 pytestmark = [pytest.mark.redis]
 
@@ -259,30 +260,14 @@ async def test_a_pipeline_waits_for_deferred_commands_already_on_their_way(prefi
         await backend.aclose()
 
 
-class _StepCounter(trio.abc.Instrument):
-    """How many times the scheduler runs a task: each step past the first is a pass through trio's run loop."""
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
-
-
 @requires_redis
 async def test_a_round_trip_waits_once_and_a_send_not_at_all(pool: RespPool, prefix: str) -> None:
     """trio's stream calls add a scheduler pass after every socket call that succeeded; the hot path's
     commands go to the socket directly, so a round trip is one wait (for the reply) and a send none."""
     await pool.execute([("PING",)])  # a pooled connection, CLIENT REPLY probed
-    counter = _StepCounter(trio.lowlevel.current_task())
-    trio.lowlevel.add_instrument(counter)
-    try:
+    with counting_steps() as counter:
         await pool.send([("SET", f"{prefix}:a", "1")])
         sent_steps = counter.steps
         assert await pool.execute([("GET", f"{prefix}:a")]) == [b"1"]
-    finally:
-        trio.lowlevel.remove_instrument(counter)
     assert sent_steps == 0
     assert counter.steps <= 1  # resumed once when the reply arrived (none if it was already there)

@@ -1,0 +1,39 @@
+"""Socket reads and writes that go through trio only when they have to wait.
+
+trio's `SocketStream.send_all` and `receive_some` end with a pass through the scheduler even after a system call
+that succeeded at once (a shielded checkpoint: an `epoll_wait` and the run loop's bookkeeping, a few tens of
+µs in Python). On the hot path that is most of their cost: a Redis round trip took three passes where it needs
+one, the wait for the reply. These call the socket's file descriptor directly and wait with trio (cancellable,
+so deadlines still apply) only when it has nothing to read yet; a write the socket cannot take whole is left
+to the caller's stream. Only for plain TCP or Unix sockets: a TLS stream's bytes are not the socket's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+
+def write_now(fd: int, data: bytes) -> int:
+    """How many bytes of `data` the socket took without waiting (0 when its buffer is full)."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+
+
+def read_now(fd: int, max_bytes: int) -> bytes | None:
+    """What the socket has (b"" at its end), or None when nothing has arrived yet."""
+    try:
+        return os.read(fd, max_bytes)
+    except BlockingIOError:
+        return None
+
+
+async def read(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
+    """What the socket has, waiting for it if nothing has arrived (b"" at its end)."""
+    fd = sock.fileno()
+    while (data := read_now(fd, max_bytes)) is None:
+        await trio.lowlevel.wait_readable(sock)
+    return data
