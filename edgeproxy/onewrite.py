@@ -12,8 +12,8 @@ the response at the latest.
 Informational heads (a `100 Continue` is waited for by its client) and streamed answers (chunked, no length)
 are sent at once, as before; a head still held when the connection closes is sent first.
 
-It also keeps a send that meets the connection's shutdown in another task from being logged as an error
-(`_send_unless_closing`).
+Writes go to the socket directly when it takes them whole (see `directio`), and a send that meets the
+connection's shutdown in another task is not logged as an error (`_send_unless_closing`).
 
 This changes how hypercorn writes, not what: the bytes on the wire are the same. It wraps one method of a
 pinned dependency (`hypercorn<0.19` in pyproject.toml); tests/edgeproxy/test_onewrite.py fails if that
@@ -28,6 +28,8 @@ from typing import Any
 import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.tcp_server import TCPServer
+
+from edgeproxy import directio
 
 _HELD = "_edgeproxy_held_head"
 _INSTALLED = "_edgeproxy_one_write"
@@ -55,6 +57,19 @@ async def _send_unless_closing(
     (a client reading `connection: close` answers and leaving at once meets it every few connections).
     Nothing can be sent on a socket being shut down: handled as hypercorn handles a send on a closed one.
     """
+    data = event.data
+    stream = server.stream
+    if data and isinstance(stream, trio.SocketStream) and not server.send_lock.locked():
+        # Straight to the socket (directio.py: trio's send_all ends with a scheduler pass); what it cannot take
+        # at once goes the usual way, under the send lock. Not for TLS, whose bytes are not the socket's.
+        try:
+            sent = directio.write_now(stream.socket.fileno(), data)
+        except OSError:
+            await server.protocol.handle(Closed())  # as hypercorn handles a send that failed
+            return
+        if sent == len(data):
+            return
+        event = RawData(data[sent:], event.address)
     try:
         await original(server, event)
     except trio.BusyResourceError:

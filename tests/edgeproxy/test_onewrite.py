@@ -14,7 +14,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from edgeproxy import onewrite
+from edgeproxy import directio, onewrite
 from tests.e2e.conftest import make_config, openai_model, running_proxy
 from tests.fakes import open_fake_upstream
 
@@ -23,7 +23,7 @@ Writes = list[bytes]
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> Writes:
-    """Every send_all on a trio socket stream, in order (the servers' and the clients' alike)."""
+    """Every write to a socket, in order (the servers' and the clients' alike, through trio or directly)."""
     recorded: Writes = []
     original = trio.SocketStream.send_all
 
@@ -31,13 +31,24 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> Writes:
         recorded.append(bytes(data))
         await original(self, data)
 
+    write_now = directio.write_now
+
+    def written_now(fd: int, data: bytes) -> int:  # edgeproxy's own writes, straight to the socket
+        sent = write_now(fd, data)
+        recorded.append(bytes(data[:sent]))
+        return sent
+
     monkeypatch.setattr(trio.SocketStream, "send_all", send_all)
+    monkeypatch.setattr(directio, "write_now", written_now)
     return recorded
 
 
 def answers(writes: Writes) -> Writes:
     """The server's writes that carry a response head."""
     return [w for w in writes if w.startswith(b"HTTP/1.1 ")]
+
+
+BIG = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than a socket takes at once
 
 
 class App:
@@ -65,6 +76,8 @@ class App:
                 if not message.get("more_body"):
                     break
         payload = b"" if scope["path"] == "/empty" else b'{"ok":true,"got":%d}' % len(body)
+        if scope["path"] == "/big":
+            payload = BIG
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
@@ -164,3 +177,24 @@ async def test_a_client_leaving_as_the_server_closes_is_not_an_error(caplog: pyt
                     await stream.send_all(request)  # as a client that does not read the header would
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[0].getMessage()
+
+
+async def test_answers_go_straight_to_the_socket_and_what_it_cannot_take_the_usual_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    direct: Writes = []
+    write_now = directio.write_now
+
+    def recording(fd: int, data: bytes) -> int:
+        sent = write_now(fd, data)
+        direct.append(bytes(data[:sent]))
+        return sent
+
+    monkeypatch.setattr(directio, "write_now", recording)
+    async with serving(App()) as url, httpx.AsyncClient(base_url=url) as client:
+        small = await client.get("/json")
+        big = await client.get("/big")
+    assert small.json() == {"ok": True, "got": 0}
+    assert big.content == BIG  # the part the socket did not take at once followed, in order
+    assert next(w for w in direct if w.startswith(b"HTTP/1.1 200")).endswith(b'{"ok":true,"got":0}')
+    assert sum(len(w) for w in direct) < len(BIG)  # the rest went through trio
