@@ -58,8 +58,12 @@ async def _send_unless_closing(
     Nothing can be sent on a socket being shut down: handled as hypercorn handles a send on a closed one.
     """
     data = event.data
+    if not data:
+        # h11 ends a body with a length with an empty write: nothing to send, and trio's send_all would still
+        # take the lock, a shielded cancel scope and a pass through the scheduler for it.
+        return
     stream = server.stream
-    if data and isinstance(stream, trio.SocketStream) and not server.send_lock.locked():
+    if isinstance(stream, trio.SocketStream) and not server.send_lock.locked():
         # Straight to the socket (directio.py: trio's send_all ends with a scheduler pass); what it cannot take
         # at once goes the usual way, under the send lock. Not for TLS, whose bytes are not the socket's.
         try:

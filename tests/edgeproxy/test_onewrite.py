@@ -110,6 +110,7 @@ async def test_an_answer_with_a_length_is_one_write(writes: Writes) -> None:
         head = await client.head("/json")
         assert head.status_code == 200 and head.headers["content-length"] == "19"
     sent = answers(writes)
+    assert b"" not in writes  # h11's empty end of a body with a length is not written
     assert len(sent) == 4
     assert all(w.endswith(b'{"ok":true,"got":0}') for w in sent[:2])
     assert sent[2].endswith(b"\r\n\r\n") and sent[3].endswith(b"\r\n\r\n")  # no body: the head goes alone
