@@ -12,8 +12,8 @@ the response at the latest.
 Informational heads (a `100 Continue` is waited for by its client) and streamed answers (chunked, no length)
 are sent at once, as before; a head still held when the connection closes is sent first.
 
-Writes go to the socket directly when it takes them whole (see `directio`), and a send that meets the
-connection's shutdown in another task is not logged as an error (`_send_unless_closing`).
+Writes go to the socket directly when it takes them whole (see `directio`), empty ones are dropped, and a send
+that meets the connection's shutdown in another task is not logged as an error (`_send`).
 
 This changes how hypercorn writes, not what: the bytes on the wire are the same. It wraps one method of a
 pinned dependency (`hypercorn<0.19` in pyproject.toml); tests/edgeproxy/test_onewrite.py fails if that
@@ -45,27 +45,26 @@ def waits_for_body(data: bytes) -> bool:
     )
 
 
-async def _send_unless_closing(
-    server: Any, original: Callable[[TCPServer, Event], Awaitable[None]], event: RawData
-) -> None:
-    """Send, except on a socket another task is shutting down.
+async def _send(server: Any, original: Callable[[TCPServer, Event], Awaitable[None]], event: RawData) -> None:
+    """Write `event`'s bytes: straight to the socket when it takes them whole, else the usual way.
 
-    hypercorn closes a connection (its last request answered with `connection: close`, or the client gone) in
-    the task that notices, with `send_eof` outside its send lock; trio's `send_eof` yields inside its check for
-    concurrent sends. The answer's last write (empty, for a body with a length) can still be on its way in the
-    app's task, and then raised trio's BusyResourceError, logged as "Error in ASGI Framework" with a traceback
-    (a client reading `connection: close` answers and leaving at once meets it every few connections).
-    Nothing can be sent on a socket being shut down: handled as hypercorn handles a send on a closed one.
+    - Empty writes are dropped: h11 ends a body with a length with one, and hypercorn's send of nothing took its
+      send lock, a shielded cancel scope and a pass through trio's scheduler.
+    - On a plain socket (not TLS) whose send lock is free, `directio.write_now` (trio's send_all ends with a
+      scheduler pass even when the socket took everything); the rest, if any, goes through hypercorn under its
+      lock, which it takes before it yields, so nothing can come in between.
+    - A send on a socket another task is shutting down is handled as hypercorn handles one on a closed socket.
+      hypercorn closes a connection (its last request answered with `connection: close`, or the client gone)
+      in the task that notices, with `send_eof` outside its send lock, and trio's `send_eof` yields inside its
+      check for concurrent sends: an answer's last write still on its way in the app's task raised trio's
+      BusyResourceError, logged as "Error in ASGI Framework" with a traceback (a client reading
+      `connection: close` answers and leaving at once met it every few connections).
     """
     data = event.data
     if not data:
-        # h11 ends a body with a length with an empty write: nothing to send, and trio's send_all would still
-        # take the lock, a shielded cancel scope and a pass through the scheduler for it.
         return
     stream = server.stream
     if isinstance(stream, trio.SocketStream) and not server.send_lock.locked():
-        # Straight to the socket (directio.py: trio's send_all ends with a scheduler pass); what it cannot take
-        # at once goes the usual way, under the send lock. Not for TLS, whose bytes are not the socket's.
         try:
             sent = directio.write_now(stream.socket.fileno(), data)
         except OSError:
@@ -98,9 +97,9 @@ def install() -> None:
                 event = RawData(held + event.data, event.address)
         elif held is not None and isinstance(event, Closed):
             setattr(self, _HELD, None)
-            await _send_unless_closing(self, original, RawData(held))
+            await _send(self, original, RawData(held))
         if isinstance(event, RawData):
-            await _send_unless_closing(self, original, event)
+            await _send(self, original, event)
         else:
             await original(self, event)
 
