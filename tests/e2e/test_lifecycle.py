@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
+from edgeproxy.server import GIL_SWITCH_INTERVAL_S
 from tests.e2e.conftest import MASTER_KEY, make_config, openai_model, running_proxy
 from tests.e2e.processes import server_process
 from tests.fakes import FakeUpstream
@@ -28,6 +30,15 @@ async def test_client_disconnect_closes_upstream_stream(fake: FakeUpstream) -> N
         with trio.fail_after(5):
             await fake.wait_disconnect()
     assert fake.disconnects == 1
+
+
+async def test_the_gil_comes_back_to_the_event_loop_within_a_millisecond_while_serving(fake: FakeUpstream) -> None:
+    """The spend writer's thread holding the GIL for Python's default 5 ms made the p99 (edgeproxy/server.py)."""
+    before = sys.getswitchinterval()
+    assert before != GIL_SWITCH_INTERVAL_S
+    async with running_proxy(make_config([openai_model("m", fake)])):
+        assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL_S
+    assert sys.getswitchinterval() == before  # given back when the server stops
 
 
 @pytest.mark.parametrize("signals", [1, 2], ids=["once", "twice-at-once"])
