@@ -64,8 +64,8 @@ class CorkedStream(httpcore.AsyncNetworkStream):
                 return await directio.read(self._socket, max_bytes)
         except trio.TooSlowError:
             raise httpcore.ReadTimeout(f"no answer within {timeout:g} s") from None
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from exc
+        except (OSError, trio.ClosedResourceError) as exc:  # the latter: closed by another task while waiting
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def _send(self, data: bytes) -> None:
         sent = 0

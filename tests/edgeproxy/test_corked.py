@@ -12,6 +12,7 @@ from typing import Any
 import httpcore
 import pytest
 import trio
+import trio.testing
 
 from edgeproxy import directio, upstream
 from edgeproxy.corked import JOIN_MAX_BYTES, CorkedBackend, CorkedStream
@@ -201,3 +202,19 @@ async def test_on_a_plain_socket_a_reset_is_a_read_error_and_a_close_the_end() -
             for _ in range(3):  # the RST may follow a first empty read
                 await stream.read(65536, timeout=5)
         await stream.aclose()
+
+
+async def test_on_a_plain_socket_a_connection_closed_while_waiting_is_a_read_error() -> None:
+    """As through httpcore's trio stream: a pool closed at shutdown ends a read that waits with ReadError."""
+    async with tcp_server(lambda stream: trio.sleep_forever()) as port:
+        stream = await CorkedBackend().connect_tcp("127.0.0.1", port)
+        await stream.write(HEAD + b"{}")
+        async with trio.open_nursery() as nursery:
+
+            async def close_soon() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                await stream.aclose()
+
+            nursery.start_soon(close_soon)
+            with pytest.raises(httpcore.ReadError):
+                await stream.read(65536, timeout=5)
