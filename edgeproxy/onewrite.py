@@ -1,4 +1,6 @@
-"""One write per answer: hypercorn's trio server sends an HTTP/1.1 response's head and its body in two.
+"""One write per answer, and hypercorn's socket reads and writes without trio's extra scheduler passes.
+
+hypercorn's trio server sends an HTTP/1.1 response's head and its body in two.
 
 hypercorn writes the head (status line and headers) when the app sends `http.response.start`, then the body.
 On a TCP_NODELAY socket (trio sets it) each write is a system call, a packet and a wake-up of the client, and
@@ -13,21 +15,24 @@ Informational heads (a `100 Continue` is waited for by its client) and streamed 
 are sent at once, as before; a head still held when the connection closes is sent first.
 
 Writes go to the socket directly when it takes them whole (see `directio`), empty ones are dropped, and a send
-that meets the connection's shutdown in another task is not logged as an error (`_send`).
+that meets the connection's shutdown in another task is not logged as an error (`_send`). Requests are read
+from the socket directly too (`_read_requests`, hypercorn's `_read_data` loop with `directio.read`): one pass
+through the scheduler fewer per request. TLS connections keep hypercorn's own reads and writes.
 
-This changes how hypercorn writes, not what: the bytes on the wire are the same. It wraps one method of a
-pinned dependency (`hypercorn<0.19` in pyproject.toml); tests/edgeproxy/test_onewrite.py fails if that
-method stops seeing the head and the body as separate writes.
+This changes how hypercorn reads and writes, not what: the bytes on the wire are the same. It replaces two
+methods of a pinned dependency (`hypercorn<0.19` in pyproject.toml); tests/edgeproxy/test_onewrite.py fails
+if `protocol_send` stops seeing the head and the body as separate writes or the reads stop going through here.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
 from edgeproxy import directio
 
@@ -103,5 +108,37 @@ def install() -> None:
         else:
             await original(self, event)
 
+    read_data = TCPServer._read_data
+
+    async def _read_data(self: Any) -> None:
+        if not isinstance(self.stream, trio.SocketStream):
+            await read_data(self)  # TLS: the socket's bytes are not the requests'
+            return
+        await _read_requests(self)
+
     TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
     setattr(TCPServer, _INSTALLED, True)
+
+
+async def _read_requests(server: Any) -> None:
+    """hypercorn's `TCPServer._read_data` on the socket directly: the same loop, with `directio.read` in place
+    of trio's `receive_some` (which ends with a pass through the scheduler after data that was already there)."""
+    sock = server.stream.socket
+    timeout = server.config.read_timeout or math.inf
+    while True:
+        try:
+            data = directio.read_now(sock.fileno(), MAX_RECV)
+            if data is None:
+                with trio.fail_after(timeout):
+                    data = await directio.read(sock, MAX_RECV)
+            else:
+                # It was there already (an upload, pipelined requests): still let other tasks run between reads,
+                # so a client that keeps sending cannot hold the event loop.
+                await trio.lowlevel.checkpoint()
+        except (OSError, trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+            break
+        await server.protocol.handle(RawData(data))
+        if data == b"":
+            break
+    await server.protocol.handle(Closed())

@@ -199,3 +199,22 @@ async def test_answers_go_straight_to_the_socket_and_what_it_cannot_take_the_usu
     assert big.content == BIG  # the part the socket did not take at once followed, in order
     assert next(w for w in direct if w.startswith(b"HTTP/1.1 200")).endswith(b'{"ok":true,"got":0}')
     assert sum(len(w) for w in direct) < len(BIG)  # the rest went through trio
+
+
+async def test_requests_are_read_from_the_socket_directly_uploads_included(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: Writes = []
+    read_now = directio.read_now
+
+    def recording(fd: int, max_bytes: int) -> bytes | None:
+        data = read_now(fd, max_bytes)
+        if data:
+            read.append(data)
+        return data
+
+    monkeypatch.setattr(directio, "read_now", recording)
+    upload = b"x" * (4 * 1024 * 1024)  # many reads, most of them already there: the loop still yields
+    async with serving(App()) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/json")).json() == {"ok": True, "got": 0}
+        assert (await client.post("/upload", content=upload)).json() == {"ok": True, "got": len(upload)}
+    assert any(data.startswith(b"GET /json HTTP/1.1\r\n") for data in read)
+    assert sum(len(data) for data in read) > len(upload)
