@@ -57,11 +57,7 @@ class CorkedStream(httpcore.AsyncNetworkStream):
         if self._socket is None:
             return await self._stream.read(max_bytes, timeout)
         try:
-            ready = directio.read_now(self._socket.fileno(), max_bytes)
-            if ready is not None:
-                return ready
-            with trio.fail_after(math.inf if timeout is None else timeout):
-                return await directio.read(self._socket, max_bytes)
+            return await directio.read(self._socket, max_bytes, math.inf if timeout is None else timeout)
         except trio.TooSlowError:
             raise httpcore.ReadTimeout(f"no answer within {timeout:g} s") from None
         except (OSError, trio.ClosedResourceError) as exc:  # the latter: closed by another task while waiting

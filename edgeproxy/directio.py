@@ -10,6 +10,7 @@ to the caller's stream. Only for plain TCP or Unix sockets: a TLS stream's bytes
 
 from __future__ import annotations
 
+import math
 import os
 
 import trio
@@ -31,9 +32,24 @@ def read_now(fd: int, max_bytes: int) -> bytes | None:
         return None
 
 
-async def read(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
-    """What the socket has, waiting for it if nothing has arrived (b"" at its end)."""
-    fd = sock.fileno()
-    while (data := read_now(fd, max_bytes)) is None:
+async def read(sock: trio.socket.SocketType, max_bytes: int, timeout_s: float = math.inf) -> bytes:
+    """What the socket has (b"" at its end), waiting for it if nothing has arrived, up to `timeout_s`
+    (trio.TooSlowError). A socket closed by another task while waiting raises trio.ClosedResourceError.
+
+    A cancel scope for the timeout is only made when there is something to wait for; without a timeout the
+    caller's deadlines still apply (the wait is a checkpoint). It tries again before the first wait: an answer
+    often arrives while the scope is set up (measured: an epoll_wait per proxied call fewer).
+    """
+    if timeout_s == math.inf:
+        return await _read(sock, max_bytes)
+    data = read_now(sock.fileno(), max_bytes)
+    if data is not None:
+        return data
+    with trio.fail_after(timeout_s):
+        return await _read(sock, max_bytes)
+
+
+async def _read(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
+    while (data := read_now(sock.fileno(), max_bytes)) is None:
         await trio.lowlevel.wait_readable(sock)
     return data

@@ -130,13 +130,12 @@ async def _read_requests(server: Any) -> None:
         try:
             data = directio.read_now(sock.fileno(), MAX_RECV)
             if data is None:
-                with trio.fail_after(timeout):
-                    data = await directio.read(sock, MAX_RECV)
+                data = await directio.read(sock, MAX_RECV, timeout)
             else:
                 # It was there already (an upload, pipelined requests): still let other tasks run between reads,
                 # so a client that keeps sending cannot hold the event loop.
                 await trio.lowlevel.checkpoint()
-        except (OSError, trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+        except (OSError, trio.ClosedResourceError, trio.TooSlowError):
             break
         await server.protocol.handle(RawData(data))
         if data == b"":
