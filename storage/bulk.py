@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Column, Connection, Select, Table, bindparam, func, literal_column, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Dialect,
+    Select,
+    Table,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeEngine
 
+from storage.coltypes import UTCDateTime
 from storage.inlist import in_list
 
 __all__ = ["insert_new"]
@@ -42,7 +56,7 @@ def _insert_new_sqlite(
     if not new:
         return set()
     dialect = connection.dialect
-    processors = {name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in new[0]}
+    processors = {name: _sqlite_processor(table.c[name].type, dialect) for name in new[0]}
     # Columns that need no conversion first, read in C by itemgetter; then the few that do (times, JSON).
     plain = [name for name, p in processors.items() if p is None]
     converted = [(name, p) for name, p in processors.items() if p is not None]
@@ -56,6 +70,19 @@ def _insert_new_sqlite(
     params = [(*take(row), *[p(row[name]) for name, p in converted]) for row in new]
     connection.exec_driver_sql(statement, params)
     return {row[key.name] for row in new}
+
+
+def _sqlite_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The column's bind processor, or a quicker one that gives the driver the same value."""
+    if isinstance(column_type, UTCDateTime):
+        return UTCDateTime.sqlite_text
+    if isinstance(column_type, Boolean):
+        return None  # the driver stores True and False as 1 and 0 itself, as SQLAlchemy's processor would
+    processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+    if processor is not None and isinstance(column_type, JSON):
+        encode = processor
+        return lambda value: "{}" if type(value) is dict and not value else encode(value)  # most rows' metadata
+    return processor
 
 
 def _insert_new_postgresql(

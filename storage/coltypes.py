@@ -41,6 +41,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    @staticmethod
+    def sqlite_text(value: datetime | None) -> str | None:
+        """What this type stores on SQLite, in C: the text SQLAlchemy's SQLite DATETIME would write for the
+        value in UTC ("YYYY-MM-DD HH:MM:SS.ffffff"). For bulk inserts, where the driver's Python formatting
+        (~1.5 us a value) holds the GIL that the event loop waits for."""
+        if value is None:
+            return None
+        if value.tzinfo is not UTC:
+            value = as_utc(value)
+        return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None

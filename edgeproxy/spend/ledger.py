@@ -83,6 +83,16 @@ def entities_of(principal: Principal) -> list[tuple[EntityKey, str, Mapping[str,
     return found
 
 
+def spend_by_entity(records: Iterable[SpendRecord]) -> dict[EntityKey, float]:
+    """The cost of a batch per entity: pure, so the spend writer works it out in its thread, not on the loop."""
+    spent: dict[EntityKey, float] = {}
+    for record in records:
+        if record.cost:
+            for entity in record_entities(record):
+                spent[entity] = spent.get(entity, 0.0) + record.cost
+    return spent
+
+
 def record_entities(record: SpendRecord) -> list[EntityKey]:
     entities: list[EntityKey] = []
     if record.api_key:
@@ -219,15 +229,16 @@ class BudgetLedger:
                 if alias:
                     yield alias, account.max_budget - account.committed
 
-    def flushed(self, records: Iterable[SpendRecord]) -> None:
-        """Written to the database: move the amounts from unflushed to the database's share."""
-        for record in records:
-            for entity in record_entities(record):
-                account = self._accounts.get(entity)
-                if account is not None and record.cost:
-                    moved = min(account.unflushed, record.cost)
-                    account.unflushed -= moved
-                    account.db_spend += moved
+    def flushed(self, spent: Mapping[EntityKey, float]) -> None:
+        """Written to the database (`spent`: from `spend_by_entity` of the batch): move the amounts from
+        unflushed to the database's share."""
+        for entity, amount in spent.items():
+            account = self._accounts.get(entity)
+            if account is not None and amount:
+                # As if moved record by record: each moves min(unflushed, cost) until unflushed is used up.
+                moved = min(account.unflushed, amount)
+                account.unflushed -= moved
+                account.db_spend += moved
 
     def reset(self, entities: Iterable[tuple[str, str]]) -> None:
         """The budget reset job started new windows for these (entity_type, id)."""

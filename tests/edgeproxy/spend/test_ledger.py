@@ -10,7 +10,7 @@ import pytest
 from edgeproxy.auth import Principal
 from edgeproxy.errors import BudgetExceededError
 from edgeproxy.spend import BudgetLedger
-from edgeproxy.spend.ledger import BudgetCrossing
+from edgeproxy.spend.ledger import BudgetCrossing, spend_by_entity
 from storage import SpendRecord
 
 
@@ -54,8 +54,34 @@ def test_settle_once_and_flush_moves_spend() -> None:
     ledger.settle(reservation, 0.5)
     account = ledger.account(("key", "t1"))
     assert account is not None and account.committed == pytest.approx(0.5)
-    ledger.flushed([SpendRecord(request_id="r", api_key="t1", cost=0.5)])
+    ledger.flushed(spend_by_entity([SpendRecord(request_id="r", api_key="t1", cost=0.5)]))
     assert (account.db_spend, account.unflushed) == (pytest.approx(0.5), 0)
+
+
+def test_flush_moves_no_more_than_was_unflushed() -> None:
+    ledger = BudgetLedger()
+    reservation = ledger.admit(key_principal(max_budget=10.0), 1.0)
+    ledger.settle(reservation, 0.5)
+    account = ledger.account(("key", "t1"))
+    assert account is not None
+    # Another instance's records for the same key are in the batch too: only this process's 0.5 moves.
+    ledger.flushed(spend_by_entity([SpendRecord(request_id=f"r{i}", api_key="t1", cost=0.3) for i in range(2)]))
+    assert (account.db_spend, account.unflushed) == (pytest.approx(0.5), 0)
+    assert account.committed == pytest.approx(0.5)
+
+
+def test_spend_by_entity_sums_a_batch_per_key_user_team_and_member() -> None:
+    records = [
+        SpendRecord(request_id="a", api_key="t1", user_id="u", team_id="T", cost=0.25),
+        SpendRecord(request_id="b", api_key="t1", user_id="u", cost=0.5),
+        SpendRecord(request_id="c", api_key="t2", cost=0.0),  # free: moves nothing
+    ]
+    assert spend_by_entity(records) == {
+        ("key", "t1"): 0.75,
+        ("user", "u"): 0.75,
+        ("team", "T"): 0.25,
+        ("member", "T/u"): 0.25,
+    }
 
 
 def test_budget_window_resets_on_schedule() -> None:
