@@ -1,8 +1,15 @@
-"""Inserting many rows while skipping those whose key already exists, and learning which were new."""
+"""Inserting many rows while skipping those whose key already exists, and learning which were new.
+
+In two steps, so that the Python work can happen away from the database: `prepare_rows` turns the rows into
+what the driver will be sent (no connection, any thread), `insert_new` sends them in a transaction. Why: the
+spend writer prepares its batches in a thread of lower CPU priority (its Python work holds the GIL the event
+loop needs), but must not hold the database's write lock at that priority, where a busy CPU would stretch it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -25,51 +32,73 @@ from sqlalchemy.types import TypeEngine
 from storage.coltypes import UTCDateTime
 from storage.inlist import in_list
 
-__all__ = ["insert_new"]
+__all__ = ["PreparedRows", "insert_new", "prepare_rows"]
 
 
-def insert_new(connection: Connection, table: Table, key: Column[Any], rows: Sequence[dict[str, Any]]) -> set[Any]:
-    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key: the keys of the rows actually inserted.
+@dataclass(frozen=True)
+class PreparedRows:
+    """Rows ready for one dialect's driver; `keys[i]` is the key of row i."""
 
-    RETURNING is what makes this exact under concurrency: a row another transaction is inserting at the
-    same moment makes ours wait for it, then count as a duplicate, never as ours.
-    """
+    table: Table
+    key: Column[Any]
+    keys: list[Any]
+    statement: str  # SQLite: the INSERT for executemany; PostgreSQL: unused (the statement is built per call)
+    params: list[tuple[Any, ...]] | dict[str, list[Any]]  # SQLite: one tuple per row; PostgreSQL: one array per column
+
+
+def prepare_rows(dialect: Dialect, table: Table, key: Column[Any], rows: Sequence[dict[str, Any]]) -> PreparedRows:
+    """The rows as the driver takes them; the rows of one batch share their columns (those of the first)."""
+    keys = [row[key.name] for row in rows]
+    if dialect.name == "postgresql":
+        # One array per column, unpacked by unnest() (see _insert_new_postgresql).
+        arrays = {f"a_{column.name}": [row.get(column.name) for row in rows] for column in table.c}
+        return PreparedRows(table, key, keys, "", arrays)
     if not rows:
-        return set()
-    if connection.dialect.name == "postgresql":
-        return _insert_new_postgresql(connection, table, key, rows)
-    return _insert_new_sqlite(connection, table, key, rows)
-
-
-def _insert_new_sqlite(
-    connection: Connection, table: Table, key: Column[Any], rows: Sequence[dict[str, Any]]
-) -> set[Any]:
-    # SQLite serialises writers (Database.write begins with BEGIN IMMEDIATE), so the keys that exist cannot
-    # change between this SELECT and the INSERT: no RETURNING needed. The INSERT goes to the driver's
-    # executemany with values converted by each column's own bind processor. Why: the spend writer runs in a
-    # thread, and its Python work holds the GIL that the event loop needs after every socket call, so requests
-    # wait while a batch is written. SQLAlchemy's multi-row INSERT ... RETURNING spent ~15 ms of Python on
-    # 800 spend rows; this spends ~3 (the rest is SQLite's C code, which releases the GIL). Measured: the
-    # proxy's added p99 at c=1 went from 5.55 to 4.83 ms.
-    existing = set(connection.scalars(select(key).where(in_list(connection, key, [row[key.name] for row in rows]))))
-    new = [row for row in rows if row[key.name] not in existing]
-    if not new:
-        return set()
-    dialect = connection.dialect
-    processors = {name: _sqlite_processor(table.c[name].type, dialect) for name in new[0]}
+        return PreparedRows(table, key, keys, "", [])
+    processors = {name: _sqlite_processor(table.c[name].type, dialect) for name in rows[0]}
     # Columns that need no conversion first, read in C by itemgetter; then the few that do (times, JSON).
     plain = [name for name, p in processors.items() if p is None]
     converted = [(name, p) for name, p in processors.items() if p is not None]
-    names = plain + [name for name, _ in converted]  # the rows of one batch share their columns
+    names = plain + [name for name, _ in converted]
     quote = dialect.identifier_preparer.quote
     statement = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in names)}) "
         f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT ({quote(key.name)}) DO NOTHING"
     )
     take = itemgetter(*plain) if len(plain) > 1 else (lambda row: (row[plain[0]],)) if plain else (lambda row: ())
-    params = [(*take(row), *[p(row[name]) for name, p in converted]) for row in new]
-    connection.exec_driver_sql(statement, params)
-    return {row[key.name] for row in new}
+    params = [(*take(row), *[p(row[name]) for name, p in converted]) for row in rows]
+    return PreparedRows(table, key, keys, statement, params)
+
+
+def insert_new(connection: Connection, rows: PreparedRows) -> set[Any]:
+    """INSERT ... ON CONFLICT (key) DO NOTHING: the keys of the rows actually inserted.
+
+    Exact under concurrency: on PostgreSQL by RETURNING (a row another transaction is inserting at the same
+    moment makes ours wait for it, then count as a duplicate, never as ours); on SQLite because writers are
+    serialised.
+    """
+    if not rows.keys:
+        return set()
+    if connection.dialect.name == "postgresql":
+        return _insert_new_postgresql(connection, rows)
+    return _insert_new_sqlite(connection, rows)
+
+
+def _insert_new_sqlite(connection: Connection, rows: PreparedRows) -> set[Any]:
+    # SQLite serialises writers (Database.write begins with BEGIN IMMEDIATE), so the keys that exist cannot
+    # change between this SELECT and the INSERT: no RETURNING needed. The INSERT goes to the driver's
+    # executemany with values converted by prepare_rows. Why: SQLAlchemy's multi-row INSERT ... RETURNING spent
+    # ~15 ms of Python on 800 spend rows, holding the GIL; this spends ~3 (the rest is SQLite's C code, which
+    # releases the GIL). Measured: the proxy's added p99 at c=1 went from 5.55 to 4.83 ms.
+    key = rows.key
+    existing = set(connection.scalars(select(key).where(in_list(connection, key, rows.keys))))
+    params = rows.params
+    assert isinstance(params, list)
+    if existing:
+        params = [row for row, k in zip(params, rows.keys, strict=True) if k not in existing]
+    if params:
+        connection.exec_driver_sql(rows.statement, params)
+    return {k for k in rows.keys if k not in existing}
 
 
 def _sqlite_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -85,20 +114,18 @@ def _sqlite_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Callabl
     return processor
 
 
-def _insert_new_postgresql(
-    connection: Connection, table: Table, key: Column[Any], rows: Sequence[dict[str, Any]]
-) -> set[Any]:
+def _insert_new_postgresql(connection: Connection, rows: PreparedRows) -> set[Any]:
     # One statement with one array per column, unpacked by unnest(), instead of executemany: psycopg
     # re-parses a multi-row VALUES statement with thousands of placeholders in Python on every batch
     # (measured 4x slower for 5000 rows). Rows keep their order, so lock order stays the caller's.
-    columns = list(table.c)
+    columns = list(rows.table.c)
     arrays = [bindparam(f"a_{column.name}", type_=postgresql.ARRAY(column.type)) for column in columns]
     source: Select[Any] = select(literal_column("*")).select_from(func.unnest(*arrays).alias("batch"))
     statement = (
-        postgresql.insert(table)
+        postgresql.insert(rows.table)
         .from_select([column.name for column in columns], source)
-        .on_conflict_do_nothing(index_elements=[key])
-        .returning(key)
+        .on_conflict_do_nothing(index_elements=[rows.key])
+        .returning(rows.key)
     )
-    params = {f"a_{column.name}": [row.get(column.name) for row in rows] for column in columns}
-    return set(connection.scalars(statement, params))
+    assert isinstance(rows.params, dict)
+    return set(connection.scalars(statement, rows.params))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Table, bindparam, case, func, select, update
 
 from storage.budget_reset import reset_budgets
-from storage.bulk import insert_new
+from storage.bulk import PreparedRows, insert_new, prepare_rows
 from storage.coltypes import as_utc, utc_now
 from storage.database import Database
 from storage.errors import NotFound
@@ -18,7 +18,7 @@ from storage.records import Record, check_page, count, row_dict
 from storage.schema import daily_spend, keys, model_spend, spend_logs, team_members, teams, users
 from storage.spend_totals import BatchTotals
 
-__all__ = ["GROUP_COLUMNS", "SpendRecord", "SpendRepository"]
+__all__ = ["GROUP_COLUMNS", "PreparedSpend", "SpendRecord", "SpendRepository"]
 
 GroupBy = Literal["team", "api_key", "user", "model"]
 GROUP_COLUMNS = {"team": "team_id", "api_key": "api_key", "user": "user_id", "model": "model_group"}
@@ -78,6 +78,15 @@ class SpendRecord:
         return values
 
 
+@dataclass(frozen=True)
+class PreparedSpend:
+    """A batch of spend records made ready for `SpendRepository.write_prepared`."""
+
+    records: list[SpendRecord]  # one per request_id, sorted by it
+    rows: PreparedRows
+    totals: BatchTotals  # of all the records: used as is when every one of them is new
+
+
 class SpendRepository:
     """Writes spend in batches and answers spend queries."""
 
@@ -90,14 +99,26 @@ class SpendRepository:
         Idempotent: a request_id already logged (a replayed batch, or another instance writing the same
         journal) is skipped and not counted again. Returns how many records were new.
         """
+        return self.write_prepared(self.prepare(records))
+
+    def prepare(self, records: Sequence[SpendRecord]) -> PreparedSpend:
+        """`write_batch`'s Python work, without the database: callable from any thread (the spend writer's
+        runs at a lower CPU priority), so that the transaction in `write_prepared` holds its locks briefly."""
         unique = {record.request_id: record for record in reversed(records)}  # first occurrence wins
-        if not unique:
-            return 0
         # Sorted everywhere so that concurrent batches lock rows in the same order and cannot deadlock.
-        rows = [unique[request_id].row() for request_id in sorted(unique)]
+        ordered = [unique[request_id] for request_id in sorted(unique)]
+        rows = prepare_rows(self._db.engine.dialect, spend_logs, spend_logs.c.request_id, [r.row() for r in ordered])
+        return PreparedSpend(ordered, rows, BatchTotals.of(ordered))
+
+    def write_prepared(self, batch: PreparedSpend) -> int:
+        """`write_batch` of a prepared batch; returns how many records were new."""
+        if not batch.records:
+            return 0
         with self._db.write() as connection:
-            inserted = insert_new(connection, spend_logs, spend_logs.c.request_id, rows)
-            totals = BatchTotals.of(unique[request_id] for request_id in sorted(inserted))
+            inserted = insert_new(connection, batch.rows)
+            totals = batch.totals
+            if len(inserted) < len(batch.records):  # some were logged already: count only the others
+                totals = BatchTotals.of(record for record in batch.records if record.request_id in inserted)
             self._add_to_entities(connection, totals)
             self._upsert_model_spend(connection, totals)
             self._upsert_daily(connection, totals)

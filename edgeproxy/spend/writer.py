@@ -19,8 +19,10 @@ import trio
 
 from edgeproxy.db import Db
 from edgeproxy.errors import ProxyError
+from edgeproxy.lowpriority import LowPriorityThread
 from edgeproxy.spend.ledger import BudgetLedger, EntityKey, spend_by_entity
 from storage import SpendRecord
+from storage.spend import PreparedSpend
 
 log = logging.getLogger("edgeproxy.spend")
 MAX_PENDING = 50_000  # records held in memory while the database is down, before spilling to the journal
@@ -73,6 +75,7 @@ class SpendWriter:
         self._interval_s = interval_s
         self._journal = Journal(journal_path)
         self._io_limiter = trio.CapacityLimiter(1)
+        self._preparer = LowPriorityThread("edgeproxy-spend")  # batches' Python work, off the loop's core time
         # A list, not a channel: nothing waits for records (the writer looks every interval), so taking a batch
         # is one swap instead of a receive per record on the event loop.
         self._incoming: list[SpendRecord] = []
@@ -92,16 +95,19 @@ class SpendWriter:
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write a batch every interval until close(); then flush what is left (to the journal if must)."""
         task_status.started()
-        await self._replay_journal()
-        while not self._closing.is_set():
-            with trio.move_on_after(self._interval_s):
-                await self._closing.wait()
-            await self.flush()
-        with trio.CancelScope(shield=True):
-            await self.flush()
-            if self._pending:
-                await self._spill(self._pending)
-                self._pending = []
+        try:
+            await self._replay_journal()
+            while not self._closing.is_set():
+                with trio.move_on_after(self._interval_s):
+                    await self._closing.wait()
+                await self.flush()
+            with trio.CancelScope(shield=True):
+                await self.flush()
+                if self._pending:
+                    await self._spill(self._pending)
+                    self._pending = []
+        finally:
+            self._preparer.close()
 
     def close(self) -> None:
         self._closing.set()
@@ -118,8 +124,10 @@ class SpendWriter:
         batch = self._drain()
         if not batch:
             return
+        # Prepared at low priority, written at normal priority: the transaction holds the database's locks.
+        prepared, spent = await self._preparer.run(self._prepare, batch)
         try:
-            spent = await self._db.run(self._write, batch)
+            await self._db.run(self._db.storage.spend.write_prepared, prepared)
         except ProxyError as error:
             self._pending = batch
             if not self._database_down:
@@ -136,10 +144,9 @@ class SpendWriter:
             self._database_down = False
             await self._replay_journal()
 
-    def _write(self, batch: list[SpendRecord]) -> dict[EntityKey, float]:
-        """In the storage thread: the batch written, and what it spent per entity for the ledger."""
-        self._db.storage.spend.write_batch(batch)
-        return spend_by_entity(batch)
+    def _prepare(self, batch: list[SpendRecord]) -> tuple[PreparedSpend, dict[EntityKey, float]]:
+        """In the low-priority thread: the batch as the database takes it, and its spend per entity for the ledger."""
+        return self._db.storage.spend.prepare(batch), spend_by_entity(batch)
 
     async def _spill(self, records: list[SpendRecord]) -> None:
         await trio.to_thread.run_sync(self._journal.append, records, limiter=self._io_limiter)

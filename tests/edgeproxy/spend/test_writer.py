@@ -11,6 +11,7 @@ from edgeproxy.db import Db
 from edgeproxy.spend import BudgetLedger, SpendWriter
 from edgeproxy.spend import writer as writer_module
 from storage import SpendRecord, Storage, StorageUnavailable
+from storage.spend import PreparedSpend
 
 
 class FlakySpend:
@@ -21,9 +22,15 @@ class FlakySpend:
         self.down = False
 
     def write_batch(self, records: list[SpendRecord]) -> int:
+        return self.write_prepared(self.prepare(records))
+
+    def prepare(self, records: list[SpendRecord]) -> PreparedSpend:
+        return self.real.prepare(records)  # type: ignore[attr-defined,no-any-return]
+
+    def write_prepared(self, batch: PreparedSpend) -> int:
         if self.down:
             raise StorageUnavailable("connection refused")
-        return self.real.write_batch(records)  # type: ignore[attr-defined,no-any-return]
+        return self.real.write_prepared(batch)  # type: ignore[attr-defined,no-any-return]
 
 
 async def test_outage_spills_to_journal_and_replays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
