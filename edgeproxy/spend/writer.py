@@ -76,6 +76,7 @@ class SpendWriter:
         self._journal = Journal(journal_path)
         self._io_limiter = trio.CapacityLimiter(1)
         self._preparer = LowPriorityThread("edgeproxy-spend")  # batches' Python work, off the loop's core time
+        self._prepare_low = True
         # A list, not a channel: nothing waits for records (the writer looks every interval), so taking a batch
         # is one swap instead of a receive per record on the event loop.
         self._incoming: list[SpendRecord] = []
@@ -125,7 +126,14 @@ class SpendWriter:
         if not batch:
             return
         # Prepared at low priority, written at normal priority: the transaction holds the database's locks.
-        prepared, spent = await self._preparer.run(self._prepare, batch)
+        started = trio.current_time()
+        if self._prepare_low:
+            prepared, spent = await self._preparer.run(self._prepare, batch)
+        else:
+            prepared, spent = await self._db.run(self._prepare, batch)
+        # A core too busy to give the low-priority thread its turn within an interval gains nothing from it
+        # (requests are queueing anyway), and records would pile up: the next batch is prepared at normal priority.
+        self._prepare_low = trio.current_time() - started < self._interval_s
         try:
             await self._db.run(self._db.storage.spend.write_prepared, prepared)
         except ProxyError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -92,4 +93,32 @@ async def test_spend_batches_are_prepared_at_low_priority_and_written_at_normal(
         writer.close()
     assert seen == {"prepare": min(19, base + 19), "write": base}
     assert real.logs()[1] == 1
+    storage.close()
+
+
+@linux_only
+async def test_a_batch_that_waited_longer_than_an_interval_makes_the_next_one_normal_priority(tmp_path: Path) -> None:
+    storage = Storage.open(f"sqlite:///{tmp_path}/w.db")
+    storage.migrate()
+    real = storage.spend
+    seen: list[int] = []
+
+    class SlowFirst:
+        def prepare(self, records: list[SpendRecord]) -> PreparedSpend:
+            seen.append(niceness())
+            if len(seen) == 1:
+                time.sleep(0.2)  # as if a busy core kept the low-priority thread waiting for longer than the interval
+            return real.prepare(records)
+
+        def write_prepared(self, batch: PreparedSpend) -> int:
+            return real.write_prepared(batch)
+
+    storage.spend = SlowFirst()  # type: ignore[assignment]
+    base = niceness()
+    writer = SpendWriter(Db(storage, 2), BudgetLedger(), interval_s=0.1, journal_path=tmp_path / "journal")
+    for i in range(3):
+        writer.submit(SpendRecord(request_id=f"r{i}", api_key="k", cost=0.25))
+        await writer.flush()
+    assert seen == [min(19, base + 19), base, min(19, base + 19)]  # back to low priority once it is quick again
+    assert real.logs()[1] == 3
     storage.close()
