@@ -1,8 +1,8 @@
 """A thread of its own, at a lower CPU priority, for background Python work that must not slow requests down.
 
-Why: the event loop needs the GIL after every socket call. A background thread doing seconds of Python work
-at the loop's priority (the spend writer preparing a batch of 1,000 rows: ~10 ms every second) shares the core
-and the GIL with it, and the requests that run meanwhile were the proxy's p99. At nice +19 the kernel runs it
+Why: the event loop needs the GIL after every socket call. A background thread doing bursts of Python work at
+the loop's priority (the spend writer preparing a batch of 1,000 rows: ~10 ms every second) shares the core and
+the GIL with it, and the requests that ran meanwhile were the proxy's p99. At nice +19 the kernel runs it
 when the loop is waiting, and it still makes progress when the loop needs the GIL (the loop then blocks, and
 this thread runs until it lets go). Measured with the spend writer preparing its batches here (6 alternating
 rounds): added p99 at c=1 4.8 -> 4.2 ms; with its whole write here, 3.4 ms, but see below.
