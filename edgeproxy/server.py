@@ -160,10 +160,11 @@ async def serve(
     `state_dir`: a directory shared by the workers of one `--workers N` run (alert de-duplication).
     """
     stop = trio.Event() if stop is None else stop
-    # The event loop lets go of the GIL at every socket call. While the spend writer's thread runs its batch
-    # (about once a second), each of those calls waited up to the switch interval to get it back, and they
-    # made the p99 at c=1: 5.88 -> 5.05 ms with 1 ms (8 alternating rounds of 10 s, lower in every one). Only
-    # threads that compete for the GIL switch more often: the loop alone never waits.
+    # The event loop lets go of the GIL at every socket call; while another thread runs Python (the spend
+    # writer's batch, about once a second) it may wait up to the switch interval to get it back. Against
+    # Python's 5 ms, 1 ms took the p99 at c=1 from 5.88 to 5.05 ms (8 alternating rounds of 10 s, lower in every
+    # one); below 1 ms measured no better (20 us to 1 ms, 6 rounds: the batch's share of the core is the rest,
+    # see spend/writer.py). Only threads that compete for the GIL switch more often: the loop alone never waits.
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:

@@ -17,7 +17,8 @@ from typing import Any
 
 from edgeproxy.auth import Principal
 from edgeproxy.errors import BudgetExceededError
-from storage import SpendRecord, next_reset
+from storage import next_reset
+from storage.spend_totals import BatchTotals
 
 log = logging.getLogger("edgeproxy.spend")
 # Spend is a float sum of tiny amounts: within a billionth of a dollar, a budget counts as used up.
@@ -83,27 +84,15 @@ def entities_of(principal: Principal) -> list[tuple[EntityKey, str, Mapping[str,
     return found
 
 
-def spend_by_entity(records: Iterable[SpendRecord]) -> dict[EntityKey, float]:
-    """The cost of a batch per entity: pure, so the spend writer works it out in its thread, not on the loop."""
-    spent: dict[EntityKey, float] = {}
-    for record in records:
-        if record.cost:
-            for entity in record_entities(record):
-                spent[entity] = spent.get(entity, 0.0) + record.cost
+def spend_by_entity(totals: BatchTotals) -> dict[EntityKey, float]:
+    """A written batch's spend per ledger entity, from the totals storage summed for its counters."""
+    spent: dict[EntityKey, float] = {
+        (entity_type, entity_id): amount
+        for entity_type, amounts in totals.entities.items()
+        for entity_id, amount in amounts.items()
+    }
+    spent.update({("member", f"{team_id}/{user_id}"): amount for (team_id, user_id), amount in totals.members.items()})
     return spent
-
-
-def record_entities(record: SpendRecord) -> list[EntityKey]:
-    entities: list[EntityKey] = []
-    if record.api_key:
-        entities.append(("key", record.api_key))
-    if record.user_id:
-        entities.append(("user", record.user_id))
-    if record.team_id:
-        entities.append(("team", record.team_id))
-        if record.user_id:
-            entities.append(("member", f"{record.team_id}/{record.user_id}"))
-    return entities
 
 
 class BudgetLedger:
@@ -230,7 +219,7 @@ class BudgetLedger:
                     yield alias, account.max_budget - account.committed
 
     def flushed(self, spent: Mapping[EntityKey, float]) -> None:
-        """Written to the database (`spent`: from `spend_by_entity` of the batch): move the amounts from
+        """Written to the database (`spent`: `spend_by_entity` of the batch's totals): move the amounts from
         unflushed to the database's share."""
         for entity, amount in spent.items():
             account = self._accounts.get(entity)

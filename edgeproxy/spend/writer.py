@@ -20,9 +20,8 @@ import trio
 from edgeproxy.db import Db
 from edgeproxy.errors import ProxyError
 from edgeproxy.lowpriority import LowPriorityThread
-from edgeproxy.spend.ledger import BudgetLedger, EntityKey, spend_by_entity
+from edgeproxy.spend.ledger import BudgetLedger, spend_by_entity
 from storage import SpendRecord
-from storage.spend import PreparedSpend
 
 log = logging.getLogger("edgeproxy.spend")
 MAX_PENDING = 50_000  # records held in memory while the database is down, before spilling to the journal
@@ -127,10 +126,11 @@ class SpendWriter:
             return
         # Prepared at low priority, written at normal priority: the transaction holds the database's locks.
         started = trio.current_time()
+        prepare = self._db.storage.spend.prepare
         if self._prepare_low:
-            prepared, spent = await self._preparer.run(self._prepare, batch)
+            prepared = await self._preparer.run(prepare, batch)
         else:
-            prepared, spent = await self._db.run(self._prepare, batch)
+            prepared = await self._db.run(prepare, batch)
         # A core too busy to give the low-priority thread its turn within an interval gains nothing from it
         # (requests are queueing anyway), and records would pile up: the next batch is prepared at normal priority.
         self._prepare_low = trio.current_time() - started < self._interval_s
@@ -146,15 +146,11 @@ class SpendWriter:
                 await self._spill(spill)
             return
         self.written += len(batch)
-        self._ledger.flushed(spent)
+        self._ledger.flushed(spend_by_entity(prepared.totals))
         if self._database_down:
             log.info("spend: database is back; %d records written", len(batch))
             self._database_down = False
             await self._replay_journal()
-
-    def _prepare(self, batch: list[SpendRecord]) -> tuple[PreparedSpend, dict[EntityKey, float]]:
-        """In the low-priority thread: the batch as the database takes it, and its spend per entity for the ledger."""
-        return self._db.storage.spend.prepare(batch), spend_by_entity(batch)
 
     async def _spill(self, records: list[SpendRecord]) -> None:
         await trio.to_thread.run_sync(self._journal.append, records, limiter=self._io_limiter)

@@ -12,6 +12,7 @@ from edgeproxy.errors import BudgetExceededError
 from edgeproxy.spend import BudgetLedger
 from edgeproxy.spend.ledger import BudgetCrossing, spend_by_entity
 from storage import SpendRecord
+from storage.spend_totals import BatchTotals
 
 
 class Clock:
@@ -54,7 +55,7 @@ def test_settle_once_and_flush_moves_spend() -> None:
     ledger.settle(reservation, 0.5)
     account = ledger.account(("key", "t1"))
     assert account is not None and account.committed == pytest.approx(0.5)
-    ledger.flushed(spend_by_entity([SpendRecord(request_id="r", api_key="t1", cost=0.5)]))
+    ledger.flushed(spend_by_entity(BatchTotals.of([SpendRecord(request_id="r", api_key="t1", cost=0.5)])))
     assert (account.db_spend, account.unflushed) == (pytest.approx(0.5), 0)
 
 
@@ -65,7 +66,8 @@ def test_flush_moves_no_more_than_was_unflushed() -> None:
     account = ledger.account(("key", "t1"))
     assert account is not None
     # Another instance's records for the same key are in the batch too: only this process's 0.5 moves.
-    ledger.flushed(spend_by_entity([SpendRecord(request_id=f"r{i}", api_key="t1", cost=0.3) for i in range(2)]))
+    batch = [SpendRecord(request_id=f"r{i}", api_key="t1", cost=0.3) for i in range(2)]
+    ledger.flushed(spend_by_entity(BatchTotals.of(batch)))
     assert (account.db_spend, account.unflushed) == (pytest.approx(0.5), 0)
     assert account.committed == pytest.approx(0.5)
 
@@ -76,7 +78,7 @@ def test_spend_by_entity_sums_a_batch_per_key_user_team_and_member() -> None:
         SpendRecord(request_id="b", api_key="t1", user_id="u", cost=0.5),
         SpendRecord(request_id="c", api_key="t2", cost=0.0),  # free: moves nothing
     ]
-    assert spend_by_entity(records) == {
+    assert spend_by_entity(BatchTotals.of(records)) == {
         ("key", "t1"): 0.75,
         ("user", "u"): 0.75,
         ("team", "T"): 0.25,
