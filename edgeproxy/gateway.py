@@ -215,9 +215,12 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
             router = Router(config, state=router_state(config, redis))
             try:
                 gateway = Gateway(config, router, upstreams, db, accounting, redis=redis, operations=ops)
+                background.start_soon(gateway.serving.limits.serve)
                 yield gateway
             finally:
                 writer.close()
+                if gateway is not None:
+                    gateway.serving.limits.close()  # gives back the rate-limit leases' unused requests
     finally:
         # After a config reload the gateway holds newer clients (reload.py closes the ones it replaced).
         await (gateway.upstreams if gateway is not None else upstreams).aclose()

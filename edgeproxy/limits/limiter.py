@@ -1,10 +1,11 @@
 """Rate limits on keys, users and teams: `rpm_limit`, `tpm_limit`, `max_parallel_requests` (COMPAT.md, Errors).
 
-With Redis, one EVALSHA per request admits it against every limit of its key, user and team at once, exactly
-across instances (pipelined with the response cache's lookup when there is one); a call that ends settles its
-tokens and parallel slot with one more, only when the key has a tpm or parallel limit, deferred so that the
-answer does not wait for it (`RedisBackend.defer`). Without Redis, or while it is down, the same algorithm runs
-on per-process counters.
+With Redis, a key without `max_parallel_requests` is admitted in this process against leases: requests reserved
+in Redis a second at a time by one script call per entity (`leases.py`, exact: never more than the limit across
+instances). A key with a parallel limit is admitted by one EVALSHA per request against every limit of its key,
+user and team at once, and settles its slot (and tokens) with one more when the call ends, deferred so that the
+answer does not wait for it (`RedisBackend.defer`). Either call goes in one pipeline with the response cache's
+lookup when there is one. Without Redis, or while it is down, the same algorithm runs on per-process counters.
 A refusal is a 429 `rate_limit_error` with `retry-after`; every answer to a limited key carries OpenAI's
 `x-ratelimit-limit-*`, `x-ratelimit-remaining-*` and `x-ratelimit-reset-*` headers (requests and tokens) for its
 tightest limit.
@@ -17,8 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 from edgeproxy.auth import Principal
 from edgeproxy.errors import RateLimitError
+from edgeproxy.limits.leases import Leases
 from edgeproxy.limits.windows import ADMIT_LUA, RELEASE_LUA, WINDOW_S, LocalWindows, Reply
 from edgeproxy.redisclient import Command, RedisBackend, RedisUnavailable, ReplyError
 
@@ -69,13 +73,14 @@ class Ticket:
     """An admitted request: its headers, and the slot and token count to settle when it ends."""
 
     limiter: RateLimiter | None = None
-    limits: Sequence[Limit] = ()
+    plan: _Plan | None = None
     call_id: str = ""
     shared: bool = False  # admitted by Redis (settle there) or by this process
     headers: dict[str, str] = field(default_factory=dict)
     released: bool = False
     # Replies to the commands passed to `admit(also=...)`, when they went with the admission (else None).
     also: list[Any] | None = None
+    leased: bool = False  # admitted against this process's leases (settle in them)
 
     async def release(self, tokens: int) -> None:
         """Free the parallel slot and count the call's tokens (once; call it in a `finally`).
@@ -90,6 +95,20 @@ class Ticket:
 
 
 NO_LIMITS = Ticket(released=True)
+MAX_PLANS = 10_000  # principals' plans kept (one per key in use); past that the table starts again
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What admitting a key's requests takes, worked out once per load of its rows (KeyAuth caches them)."""
+
+    rows: tuple[object, object, object]  # the key, user and team rows it was made from (compared by identity)
+    limits: tuple[Limit, ...]
+    keys: tuple[tuple[str, str, str], ...]  # per limit: requests, tokens and parallel counters
+    lease_keys: tuple[tuple[str, str], ...]  # per limit: requests and tokens counters
+    rpm_tpm: tuple[tuple[int | None, int | None], ...]
+    leased: bool  # no parallel limit: admitted against leases when there is Redis
+    tpm_keys: tuple[tuple[str, str], ...]  # requests and tokens counters of the limits with a tpm
 
 
 class RateLimiter:
@@ -100,6 +119,25 @@ class RateLimiter:
         self._local = local or LocalWindows()
         self._admit = backend.lua(ADMIT_LUA) if backend is not None else None
         self._release = backend.lua(RELEASE_LUA) if backend is not None else None
+        self._leases = Leases(backend) if backend is not None else None
+        self._closing = trio.Event()
+        self._plans: dict[str | None, _Plan] = {}
+        self._final_timeout_s = backend.settings.socket_timeout_s if backend is not None else 0.0
+
+    async def serve(self) -> None:
+        """With Redis: give back leases' unused requests and send their calls' tokens, until `close`."""
+        if self._leases is not None:
+            await self._leases.serve(self._closing, self._final_timeout_s)
+
+    async def flush(self, *, everything: bool = False) -> None:
+        """Send what the leases owe Redis now (`serve` does every second): unused requests of seconds that are
+        over (`everything`: of every lease, which then end), calls' tokens."""
+        if self._leases is not None:
+            await self._leases.flush(everything=everything)
+
+    def close(self) -> None:
+        """End `serve` after a last flush that gives back every lease's unused requests."""
+        self._closing.set()
 
     def _keys(self, limit: Limit) -> tuple[str, str, str]:
         # One hash tag for all: the admission script reads a key's, user's and team's counters at once, and in a
@@ -109,23 +147,57 @@ class RateLimiter:
         # rolling upgrade the two kinds of instance must not read each other's counters.
         return f"{base}:requests", f"{base}:tokens", f"{base}:parallel"
 
+    def _plan(self, principal: Principal) -> _Plan | None:
+        """The principal's plan, None without limits (the master key)."""
+        if principal.key is None:
+            return None
+        plan = self._plans.get(principal.token)
+        rows = (principal.key, principal.user, principal.team)
+        if plan is None or any(a is not b for a, b in zip(plan.rows, rows, strict=True)):
+            limits = tuple(limits_of(principal))
+            keys = tuple(self._keys(limit) for limit in limits)
+            plan = _Plan(
+                rows,
+                limits,
+                keys,
+                tuple(k[:2] for k in keys),
+                tuple((limit.rpm, limit.tpm) for limit in limits),
+                all(limit.parallel is None for limit in limits),
+                tuple(k[:2] for limit, k in zip(limits, keys, strict=True) if limit.tpm is not None),
+            )
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            self._plans[principal.token] = plan
+        return plan if plan.limits else None
+
     async def admit(self, principal: Principal, call_id: str, also: Sequence[Command] = ()) -> Ticket:
         """Count the request against its limits, or raise RateLimitError (429, retry-after).
 
         `also`: Redis commands to pipeline with the admission (the response cache's lookup): one round trip for
-        both. Their replies are on `ticket.also`, None when they were not sent (no limits, or Redis down).
+        both. Their replies are on `ticket.also`, None when they were not sent (no limits, Redis down, or a lease
+        that admitted the request without a call).
         """
-        limits = limits_of(principal)
-        if not limits:
+        plan = self._plan(principal)
+        if plan is None:
             return NO_LIMITS
-        keys = [k for limit in limits for k in self._keys(limit)]
+        limits = plan.limits
+        if plan.leased and self._leases is not None:
+            try:
+                reply, others = await self._leases.admit(plan.rpm_tpm, plan.lease_keys, also)
+            except RedisUnavailable as error:
+                log.debug("rate limits fall back to this process: %s", error)
+            else:
+                if reply[0] != 1:
+                    raise _refusal(limits, reply)
+                return Ticket(self, plan, call_id, True, _headers(limits, reply), also=others, leased=True)
+        keys = [k for names in plan.keys for k in names]
         args: list[int | str] = [call_id, self._lease_ms]
         for limit in limits:
             args += [_or_none(limit.rpm), _or_none(limit.tpm), _or_none(limit.parallel)]
         reply, others = await self._run_admit(keys, args, also)
         if int(reply[0]) != 1:
             raise _refusal(limits, reply)
-        return Ticket(self, limits, call_id, others is not None, _headers(limits, reply), also=others)
+        return Ticket(self, plan, call_id, others is not None, _headers(limits, reply), also=others)
 
     async def _run_admit(
         self, keys: list[str], args: list[int | str], also: Sequence[Command]
@@ -139,13 +211,21 @@ class RateLimiter:
         return self._local.admit(keys, args), None
 
     async def settle(self, ticket: Ticket, tokens: int) -> None:
-        wanted = [(limit.tpm is not None and tokens > 0, limit.parallel is not None) for limit in ticket.limits]
+        plan = ticket.plan
+        if plan is None:
+            return
+        if ticket.leased and self._leases is not None:
+            if tokens > 0:
+                for requests_key, tokens_key in plan.tpm_keys:
+                    self._leases.add_tokens(requests_key, tokens_key, tokens)
+            return
+        wanted = [(limit.tpm is not None and tokens > 0, limit.parallel is not None) for limit in plan.limits]
         if not any(tpm or par for tpm, par in wanted):
             return  # rpm only: nothing to settle
         keys: list[str] = []
         args: list[int | str] = [ticket.call_id, max(0, tokens)]
-        for limit, (tpm, par) in zip(ticket.limits, wanted, strict=True):
-            keys += self._keys(limit)[1:]
+        for names, (tpm, par) in zip(plan.keys, wanted, strict=True):
+            keys += names[1:]
             args += ["1" if tpm else "0", "1" if par else "0"]
         if ticket.shared and self._backend is not None and self._release is not None:
             # If Redis is down by then, the slot's lease runs out by itself and these tokens go uncounted.
@@ -177,7 +257,7 @@ def _headers(limits: Sequence[Limit], reply: Reply) -> dict[str, str]:
     requests: tuple[int, int, int] | None = None  # (remaining, limit, reset seconds) of the tightest limit
     tokens: tuple[int, int, int] | None = None
     for i, limit in enumerate(limits):
-        req, req_oldest, tok, tok_oldest = (int(v) for v in reply[2 + 5 * i : 6 + 5 * i])
+        req, req_oldest, tok, tok_oldest = map(int, reply[2 + 5 * i : 6 + 5 * i])
         if limit.rpm is not None:
             # This request is counted now; the oldest bucket is this second's when it was the first.
             entry = (limit.rpm - req - 1, limit.rpm, _reset_s(req_oldest if req_oldest >= 0 else now, now))

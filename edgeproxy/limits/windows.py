@@ -27,7 +27,7 @@ BUCKET_TTL_S = 2 * WINDOW_S  # a counter hash outlives its last bucket, then Red
 # A window's hash: one field per second ("<second>": count), plus "n", the sum of those fields, and "o", the
 # oldest second among them. Reading a window is then two fields, not the minute's 60: buckets that left the
 # window are subtracted and deleted when a read finds "o" behind it (about once a second per busy counter).
-_WINDOW_LUA = """
+WINDOW_LUA = """
 local function rebuild(key, first)
   local fields = redis.call('HGETALL', key)
   local total, oldest, stale = 0, -1, {}
@@ -76,7 +76,7 @@ local function window(key, first, sec)
 end
 """.replace("BUCKET_TTL_S", str(BUCKET_TTL_S))
 
-_ADD_LUA = """
+ADD_LUA = """
 local function add(key, sec, amount)
   redis.call('HINCRBY', key, sec, amount)
   redis.call('HINCRBY', key, 'n', amount)
@@ -86,8 +86,8 @@ end
 """.replace("BUCKET_TTL_S", str(BUCKET_TTL_S))
 
 ADMIT_LUA = (
-    _WINDOW_LUA
-    + _ADD_LUA
+    WINDOW_LUA
+    + ADD_LUA
     + """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
@@ -132,7 +132,7 @@ return out
 
 # KEYS: 2 per limit (tokens hash, parallel set). ARGV: call id, tokens, then per limit "1"/"0": has tpm, has parallel.
 RELEASE_LUA = (
-    _ADD_LUA
+    ADD_LUA
     + """
 local sec = tonumber(redis.call('TIME')[1])
 local tokens = tonumber(ARGV[2])

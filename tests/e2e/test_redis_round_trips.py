@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -52,39 +53,55 @@ def round_trips(client: redis.Redis) -> dict[str, int]:
 
 
 async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream) -> None:
+    """The exact path, for keys with max_parallel_requests: a script call per request, one more when it ends."""
     with private_redis() as server, redis.Redis(port=server.port) as client:
         config = redis_config([openai_model("m", fake)], new_space(server.url))
         url = config.general.database_url
         assert url is not None
-        rpm_only = create_key(url, "sk-round-trips-rpm-0001", rpm_limit=100)
-        with_tpm = create_key(url, "sk-round-trips-tpm-0001", rpm_limit=100, tpm_limit=10_000)
-        async with running_proxy(config) as proxy, proxy.client(rpm_only) as first, proxy.client(with_tpm) as second:
-            await first.post("/v1/chat/completions", json=CHAT)  # the miss that fills the cache
-            await second.post("/v1/chat/completions", json={**CHAT, "user": "warm"})  # a hit: loads the admit script
-            await second.post("/v1/chat/completions", json={**CHAT, "n": 1})  # a miss: loads the settle script
-            # Wait for the two misses' deferred stores, and two EVALs: the admit script loaded, one settlement.
-            await ran(client, "set", 2)
+        parallel = create_key(url, "sk-round-trips-par-0001", rpm_limit=100, max_parallel_requests=10)
+        async with running_proxy(config) as proxy, proxy.client(parallel) as caller:
+            await caller.post("/v1/chat/completions", json=CHAT)  # the miss that fills the cache
+            await caller.post("/v1/chat/completions", json={**CHAT, "user": "warm"})  # a hit
+            # Wait for the miss's deferred store, and two EVALs: the admit script loaded, one settlement sent.
+            await ran(client, "set", 1)
             await ran(client, "eval", 2)
             client.config_resetstat()
-            before = reads(client)
-            hit = await first.post("/v1/chat/completions", json=CHAT)
-            hit_reads = reads(client) - before - 1  # less this INFO's own read
-            rpm_only_hit = round_trips(client)
-            client.config_resetstat()
-            await second.post("/v1/chat/completions", json=CHAT)
-            tpm_hit = round_trips(client)
+            answer = await caller.post("/v1/chat/completions", json=CHAT)
+            await ran(client, "eval", 1)  # the hit's settlement (its parallel slot) leaves after the answer
+            hit = round_trips(client)
             client.config_resetstat()
             before = reads(client)
-            await second.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "new"}]})
+            await caller.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "new"}]})
             polls = await ran(client, "set", 1)  # the answer leaves before its store and settlement
             miss_reads = reads(client) - before - 1 - polls
-            tpm_miss = round_trips(client)
-    assert "x-litellm-cache-key" in hit.headers
-    assert rpm_only_hit == {"evalsha": 1, "get": 1}
-    assert tpm_hit == {"evalsha": 1, "get": 1}  # a hit uses no tokens: nothing to settle afterwards
-    # Admit and look up; then, unanswered (CLIENT REPLY SKIP before each), store and count the call's tokens,
-    # the script sent with its text: a NOSCRIPT would go unseen.
-    assert tpm_miss == {"evalsha": 1, "get": 1, "client|reply": 2, "set": 1, "eval": 1}
+            miss = round_trips(client)
+    # Admit and look up; then, unanswered (CLIENT REPLY SKIP before each), settle (the slot) and, for a miss,
+    # store the answer; the script sent with its text: a NOSCRIPT would go unseen.
+    assert "x-litellm-cache-key" in answer.headers
+    assert hit == {"evalsha": 1, "get": 1, "client|reply": 1, "eval": 1}
+    assert miss == {"evalsha": 1, "get": 1, "client|reply": 2, "set": 1, "eval": 1}
     # Pipelined: the lookup goes with the admission; the settlement and the store, deferred, in one more send.
-    assert hit_reads == 1
     assert miss_reads == 2
+
+
+async def test_leased_limits_cost_a_script_call_per_second_not_per_request(fake: FakeUpstream) -> None:
+    """Keys without max_parallel_requests: requests admitted against leases (edgeproxy/limits/leases.py)."""
+    with private_redis() as server, redis.Redis(port=server.port) as client:
+        config = redis_config([openai_model("m", fake)], new_space(server.url))
+        url = config.general.database_url
+        assert url is not None
+        key = create_key(url, "sk-round-trips-lease-01", rpm_limit=1_000_000, tpm_limit=10_000_000)
+        async with running_proxy(config) as proxy, proxy.client(key) as caller:
+            first = await caller.post("/v1/chat/completions", json=CHAT)  # the miss that fills the cache
+            await ran(client, "set", 1)
+            client.config_resetstat()
+            started = trio.current_time()
+            hits = [await caller.post("/v1/chat/completions", json=CHAT) for _ in range(100)]
+            seconds = math.ceil(trio.current_time() - started) + 1
+            during = round_trips(client)
+    assert first.status_code == 200 and all("x-litellm-cache-key" in hit.headers for hit in hits)
+    assert during["get"] == 100  # one lookup per request...
+    # ...and the limits' script: grants of 1, 2, 4... within a second, then one per second, plus the flusher's
+    # (what a second's grant did not use, the calls' tokens) once a second at most.
+    assert 1 <= during.get("evalsha", 0) <= 9 * seconds, (during, seconds)
+    assert set(during) <= {"get", "evalsha"}

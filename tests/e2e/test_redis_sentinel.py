@@ -63,6 +63,7 @@ async def test_failover_fails_no_request_and_cache_and_limits_follow_the_new_mas
         assert config.redis is not None and config.redis.mode == "sentinel"
         assert config.general.database_url is not None
         key = create_key(config.general.database_url, "sk-sentinel-limited-0001", rpm_limit=100_000)
+        later = create_key(config.general.database_url, "sk-sentinel-limited-0002", rpm_limit=100_000)
         token = hash_key(key)
         old_master = group.master_port()
         assert old_master == group.master.port
@@ -73,7 +74,8 @@ async def test_failover_fails_no_request_and_cache_and_limits_follow_the_new_mas
 
             assert (await ask("before")).status_code == 200
             assert "x-litellm-cache-key" in (await ask("before")).headers  # cached on the first master
-            assert counted_requests(old_master, space, token) == 2  # limits counted there
+            # Limits counted there: the two requests, and what their lease reserved and has not given back yet.
+            assert counted_requests(old_master, space, token) >= 2
 
             group.master.kill()
             killed_at = trio.current_time()
@@ -96,15 +98,15 @@ async def test_failover_fails_no_request_and_cache_and_limits_follow_the_new_mas
             new_master = group.master_port()
             async with proxy.client() as admin:
                 ready = (await admin.get("/health/readiness")).json()
-            counted_before = counted_requests(group.replica.port, space, token)
-            assert (await ask("after failover")).status_code == 200
-            counted_after = counted_requests(group.replica.port, space, token)
+            async with proxy.client(later) as other:  # a key first used now: its counter can only be new
+                assert (await other.post("/v1/chat/completions", json=chat("after failover"))).status_code == 200
+            counted_after = counted_requests(group.replica.port, space, hash_key(later))
             entries = cache_entries(group.replica.port, space)
     assert set(statuses) == {200}, statuses
     assert attempt > 1  # there was an outage: at least one repeat missed the cache
     assert new_master == group.replica.port != old_master  # the sentinels promoted the replica...
     assert entries > 0  # ...and the proxy's cache entries are written there
-    assert counted_after == counted_before + 1  # limits count on the new master
+    assert counted_after >= 1  # limits count on the new master
     assert ready["redis"] == "connected" and ready["cache"] == "connected"
     unreachable = [r for r in caplog.records if r.name == "edgeproxy.redis" and "unreachable" in r.getMessage()]
     assert 1 <= len(unreachable) <= 1 + int(resumed_after // LOG_INTERVAL_S), [r.getMessage() for r in unreachable]
