@@ -21,6 +21,7 @@ a timeout raises `RespConnectionError` and the connection is dropped, never retu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,14 +71,20 @@ def endpoint_of(url: str) -> Endpoint | None:
     return Endpoint(parts.hostname or "127.0.0.1", parts.port or 6379, None, int(db_text), username, password)
 
 
-def encode(commands: Sequence[Command]) -> bytes:
+def encode(commands: Sequence[Command], *, skip_replies: bool = False) -> bytes:
+    """RESP for a pipeline; `skip_replies`: each command behind a CLIENT REPLY SKIP (encoded once, here)."""
     out = bytearray()
     for command in commands:
+        if skip_replies:
+            out += _SKIP_REPLY_RESP
         out += b"*%d\r\n" % len(command)
         for arg in command:
             data = arg if isinstance(arg, bytes) else str(arg).encode()
             out += b"$%d\r\n%s\r\n" % (len(data), data)
     return bytes(out)
+
+
+_SKIP_REPLY_RESP = encode([_SKIP_REPLY])
 
 
 class _Incomplete(Exception):
@@ -125,19 +132,24 @@ class _Connection:
         self.fd = stream.socket.fileno()
         self.buf = bytearray()
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, deadline: float = math.inf) -> None:
+        """Write it all; trio.TooSlowError if the socket does not take the rest by `deadline`."""
         sent = directio.write_now(self.fd, data)
         if sent < len(data):
-            await self.stream.send_all(memoryview(data)[sent:])
+            with trio.CancelScope(deadline=deadline) as waited:
+                await self.stream.send_all(memoryview(data)[sent:])
+            if waited.cancelled_caught:
+                raise trio.TooSlowError
 
-    async def read(self, count: int) -> list[Any]:
+    async def read(self, count: int, deadline: float = math.inf) -> list[Any]:
+        """`count` replies; trio.TooSlowError if they have not arrived by `deadline`."""
         replies: list[Any] = []
         pos = 0
         while len(replies) < count:
             try:
                 reply, pos = _parse(self.buf, pos)
             except _Incomplete:
-                data = await directio.read(self.stream.socket, READ_SIZE)
+                data = await directio.read(self.stream.socket, READ_SIZE, max(0.0, deadline - trio.current_time()))
                 if not data:
                     raise RespConnectionError("Redis closed the connection") from None
                 self.buf += data
@@ -178,34 +190,37 @@ class RespPool:
             self._slots.acquire_nowait()
         except trio.WouldBlock:
             await self._slots.acquire()
+        # One deadline for the whole exchange, and a cancel scope only where something is waited for: an
+        # unanswered send that the socket takes at once (nearly always) makes none.
+        deadline = trio.current_time() + self.timeout_s
         try:
-            with trio.fail_after(self.timeout_s):
-                return await self._execute(commands, answered)
+            return await self._execute(commands, answered, deadline)
         except trio.TooSlowError:
             what = "answer" if answered else "take the commands"
             raise RespConnectionError(f"Redis did not {what} within {self.timeout_s:g} s") from None
         finally:
             self._slots.release()
 
-    async def _execute(self, commands: Sequence[Command], answered: bool) -> list[Any]:
+    async def _execute(self, commands: Sequence[Command], answered: bool, deadline: float) -> list[Any]:
         reused = bool(self._idle)
-        connection = self._idle.pop() if reused else await self._connect()
+        connection = self._idle.pop() if reused else await self._connect(deadline)
         try:
-            return await self._use(connection, commands, answered)
+            return await self._use(connection, commands, answered, deadline)
         except RespConnectionError:
             if not reused:
                 raise
         # An idle connection from before a Redis restart fails on first use; the command never ran there.
-        return await self._use(await self._connect(), commands, answered)
+        return await self._use(await self._connect(deadline), commands, answered, deadline)
 
-    async def _use(self, connection: _Connection, commands: Sequence[Command], answered: bool) -> list[Any]:
+    async def _use(
+        self, connection: _Connection, commands: Sequence[Command], answered: bool, deadline: float
+    ) -> list[Any]:
         """Send the commands and read their replies; unanswered, each goes behind a CLIENT REPLY SKIP."""
-        expected = len(commands)
-        if not answered and self.skips_replies:
-            commands, expected = [part for command in commands for part in (_SKIP_REPLY, command)], 0
+        skipped = not answered and bool(self.skips_replies)
+        expected = 0 if skipped else len(commands)
         try:
-            await connection.write(encode(commands))
-            replies = await connection.read(expected)
+            await connection.write(encode(commands, skip_replies=skipped), deadline)
+            replies = await connection.read(expected, deadline)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await trio.aclose_forcefully(connection.stream)
             raise RespConnectionError(f"{type(exc).__name__}: {exc}") from None
@@ -219,7 +234,11 @@ class RespPool:
             self._idle.append(connection)
         return replies
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: float) -> _Connection:
+        with trio.fail_at(deadline):
+            return await self._open()
+
+    async def _open(self) -> _Connection:
         endpoint = self.endpoint
         try:
             if endpoint.path is not None:

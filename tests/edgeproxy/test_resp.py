@@ -134,6 +134,25 @@ async def _accept_and_stay_silent(stream: trio.SocketStream) -> None:
     await trio.sleep_forever()
 
 
+async def test_a_connection_that_stops_answering_times_out_and_is_dropped() -> None:
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, _answer_the_setup_only, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        pool = RespPool(Endpoint("127.0.0.1", port), max_connections=1, timeout_s=0.2)
+        with pytest.raises(RespConnectionError, match=r"did not answer within 0\.2 s"):
+            await pool.execute([("GET", "k")])  # the connection is set up, then the GET gets no reply
+        assert pool._idle == []  # a reply may still come: that connection is not used again
+        nursery.cancel_scope.cancel()
+
+
+async def _answer_the_setup_only(stream: trio.SocketStream) -> None:
+    data = b""
+    while b"PING" not in data:
+        data += await stream.receive_some()
+    await stream.send_all(b"+PONG\r\n")  # CLIENT REPLY SKIP works here: only the PING is answered
+    await trio.sleep_forever()
+
+
 async def test_auth_and_select_on_every_new_connection() -> None:
     with private_redis() as server:
         with redis.Redis(port=server.port) as admin:
