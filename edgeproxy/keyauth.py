@@ -99,6 +99,11 @@ def principal_for(
     )
 
 
+def _expired(bundle: KeyBundle, now: datetime) -> bool:
+    expires = (bundle.key or {}).get("expires")
+    return expires is not None and expires <= now
+
+
 def effective_aliases(bundle: KeyBundle, configured: AliasMap) -> AliasMap:
     """Key aliases over team model_aliases over the config's model_group_alias."""
     return configured.overridden_by((bundle.team or {}).get("model_aliases"), (bundle.key or {}).get("aliases"))
@@ -109,6 +114,7 @@ class _Entry:
     bundle: KeyBundle
     loaded_at: float
     aliases: AliasMap  # merged once per load, not per request
+    principal: Principal | None = None  # built once per load; only the expiry is checked per request
 
 
 class KeyAuth:
@@ -133,8 +139,13 @@ class KeyAuth:
         ttl = self._ttl_s if entry and entry.bundle.key is not None else NEGATIVE_TTL_S
         if entry is None or (age is not None and age > ttl):
             entry = await self._load(token, entry)
+        now = self._now()
+        principal = entry.principal
+        if principal is not None and not _expired(entry.bundle, now):
+            return principal
         configured = self.aliases if self.aliases.targets else None  # most configs have none: skip the lookups
-        return principal_for(entry.bundle, self._now(), entry.aliases, configured)
+        principal = entry.principal = principal_for(entry.bundle, now, entry.aliases, configured)
+        return principal
 
     async def _load(self, token: str, stale: _Entry | None) -> _Entry:
         self.loads += 1
