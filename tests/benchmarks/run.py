@@ -1,11 +1,13 @@
 """edgeproxy benchmarks: one command, a Markdown table on stdout and the figures as JSON.
 
-    python tests/benchmarks/run.py [--quick] [--only a,b] [--json bench.json] [--against-litellm] [--soak-minutes 10]
+    python tests/benchmarks/run.py [--quick] [--runs 3] [--only a,b] [--json bench.json] [--against-litellm]
+                                   [--soak-minutes 10]
 
 Needs Debian's nginx-light and wrk (`apt-get install -y nginx-light wrk`). The canned upstream is nginx
 (answers at C speed: what is measured above it is the proxy); streams use drip.py (a chunk every 50 ms). The
-proxy is pinned to core 1, upstreams and wrk to core 0. Every figure is the median of 3 runs, alternating the
-sides compared. Not collected by the default test run (pyproject's addopts ignore tests/benchmarks).
+proxy is pinned to core 1, upstreams and wrk to core 0. Every figure is the median of 3 runs (`--runs`),
+alternating the sides compared; a cost is the median of each run's ratio to the master key's run beside it.
+Not collected by the default test run (pyproject's addopts ignore tests/benchmarks).
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ def throughput(bench: Bench, sides: list[Side]) -> None:
         return
     for side in sides[1:]:
         for c in bench.concurrency:
-            cost = 100 * (1 - rps[side.label][c] / rps[MASTER][c])
+            # Paired: each run's side against the master key's run next to it (the same minute of the machine),
+            # then the median of those ratios; a ratio of two medians would pair a fast minute with a slow one.
+            pairs = zip(results[side.label][c], results[MASTER][c], strict=True)
+            cost = median(100 * (1 - mine.rps / master.rps) for mine, master in pairs)
             bench.record(f"cost of {side.label} against the master key c={c}", "%", cost)
 
 
@@ -115,6 +120,7 @@ def scenario_latency(bench: Bench, proxy: ProxyProcess) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 run of 3 s each instead of 3 of 10 s")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure, whose median it is (default 3)")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--json", default="bench-results.json", help="where to write the figures")
     parser.add_argument("--against-litellm", action="store_true", help="also run LiteLLM (if installed)")
@@ -124,7 +130,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"benchmarks need {tool}: apt-get install -y nginx-light wrk", file=sys.stderr)
             return 2
-    bench = Bench(runs=1 if args.quick else 3, seconds=3 if args.quick else 10, concurrency=CONCURRENCY)
+    bench = Bench(runs=1 if args.quick else args.runs, seconds=3 if args.quick else 10, concurrency=CONCURRENCY)
     wanted = {s for s in args.only.split(",") if s}
 
     def want(name: str) -> bool:
