@@ -10,12 +10,12 @@ import pytest
 import trio
 
 from edgeproxy.errors import RateLimitError
-from edgeproxy.limits import RateLimiter, Ticket
+from edgeproxy.limits import RateLimiter
 from edgeproxy.limits.leases import LEASE_LUA
 from edgeproxy.redisclient import Command, RedisBackend
 from edgeproxy.redisconfig import RedisSettings
 from tests.e2e.redis_support import RedisSpace, redis_space, requires_redis
-from tests.edgeproxy.limits.test_limiter import principal
+from tests.edgeproxy.limits.test_limiter import admit_at_once, principal
 
 pytestmark = [pytest.mark.redis, requires_redis]
 
@@ -68,19 +68,7 @@ async def test_a_burst_costs_a_few_script_calls_and_headers_stay_exact(
 async def test_two_instances_admit_exactly_the_limit(backends: tuple[RedisSpace, Counted, Counted]) -> None:
     space, first, second = backends
     limiters = [RateLimiter(backend, space.prefix, 600) for backend in (first, second)]
-    key = principal("shared", rpm_limit=20)
-    admitted: list[Ticket] = []
-    refused: list[RateLimitError] = []
-
-    async def try_once(i: int) -> None:
-        try:
-            admitted.append(await limiters[i % 2].admit(key, f"call-{i}"))
-        except RateLimitError as error:
-            refused.append(error)
-
-    async with trio.open_nursery() as nursery:
-        for i in range(60):
-            nursery.start_soon(try_once, i)
+    admitted, refused = await admit_at_once(limiters, principal("shared", rpm_limit=20), 60)
     assert len(admitted) == 20 and len(refused) == 40
     assert sorted(int(t.headers["x-ratelimit-remaining-requests"]) for t in admitted) == list(range(20))
     assert all("rpm_limit is 20" in error.message for error in refused)

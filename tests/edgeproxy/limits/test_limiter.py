@@ -109,6 +109,25 @@ async def test_a_users_limit_spans_their_keys_and_refusals_count_nothing() -> No
     assert ticket.headers["x-ratelimit-remaining-requests"] == "1"  # the user's 2 is the tightest
 
 
+async def admit_at_once(
+    limiters: list[RateLimiter], key: Principal, count: int
+) -> tuple[list[Ticket], list[RateLimitError]]:
+    """`count` admissions started at once, alternating between the limiters (instances)."""
+    admitted: list[Ticket] = []
+    refused: list[RateLimitError] = []
+
+    async def try_once(i: int) -> None:
+        try:
+            admitted.append(await limiters[i % len(limiters)].admit(key, f"call-{i}"))
+        except RateLimitError as error:
+            refused.append(error)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(try_once, i)
+    return admitted, refused
+
+
 @pytest.fixture
 async def redis_backends() -> AsyncIterator[tuple[RedisSpace, RedisBackend, RedisBackend]]:
     with redis_space() as space:
@@ -130,18 +149,7 @@ async def test_redis_admits_exactly_the_limit_under_concurrency(
     space, first, second = redis_backends
     limiters = [RateLimiter(backend, space.prefix, 600) for backend in (first, second)]
     key = principal(rpm_limit=10, max_parallel_requests=7)
-    admitted: list[Ticket] = []
-    refused: list[RateLimitError] = []
-
-    async def try_once(i: int) -> None:
-        try:
-            admitted.append(await limiters[i % 2].admit(key, f"call-{i}"))
-        except RateLimitError as error:
-            refused.append(error)
-
-    async with trio.open_nursery() as nursery:
-        for i in range(30):
-            nursery.start_soon(try_once, i)
+    admitted, refused = await admit_at_once(limiters, key, 30)
     assert len(admitted) == 7 and len(refused) == 23  # parallel 7 binds before rpm 10
     assert all(t.shared for t in admitted)
     for ticket in admitted:
