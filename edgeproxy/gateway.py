@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import InitVar, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -172,12 +173,15 @@ class Gateway:
             await trio.sleep(interval_s)
 
 
-def open_storage(config: Config) -> Storage:
-    """Connect, check and migrate the database (sync: the CLI calls it directly, the server in a thread)."""
+def open_storage(config: Config, *, migrate_in_child: bool = False) -> Storage:
+    """Connect, check and migrate the database (sync: the CLI calls it directly, the server in a thread).
+
+    `migrate_in_child`: for a server, migrations (when there are any) run in a child process (Storage.migrate).
+    """
     storage = Storage.open(config.general.database_url, config.general.database_connection_pool_limit)
     try:
         storage.ping()
-        storage.migrate()
+        storage.migrate(in_child=migrate_in_child)
     except StorageError as error:
         storage.close()
         raise StartupError(f"database {storage.describe()} is not usable: {error}") from None
@@ -194,14 +198,16 @@ def journal_path(config: Config, storage: Storage) -> Path:
 
 
 @asynccontextmanager
-async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
+async def open_gateway(config: Config, *, migrate_in_child: bool = False) -> AsyncIterator[Gateway]:
     """Build the gateway inside the trio run; on exit flush spend and release every connection.
 
     The spend writer lives in this nursery, not the server's: it must outlive the HTTP server so that
     records from drained requests are written before the process exits.
     """
     limiter = trio.CapacityLimiter(1)
-    storage = await trio.to_thread.run_sync(open_storage, config, limiter=limiter)
+    storage = await trio.to_thread.run_sync(
+        partial(open_storage, config, migrate_in_child=migrate_in_child), limiter=limiter
+    )
     upstreams = Upstreams(config.deployments)
     gateway: Gateway | None = None
     try:

@@ -153,11 +153,14 @@ async def serve(
     reuse_port: bool = False,
     stop: trio.Event | None = None,
     state_dir: Path | None = None,
+    migrate_in_child: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `stop` is set or SIGTERM/SIGINT arrives; reports the bound addresses when listening.
 
     `state_dir`: a directory shared by the workers of one `--workers N` run (alert de-duplication).
+    `migrate_in_child`: database migrations, when there are any, in a child process (`edgeproxy run` does:
+    Alembic then never loads into the server, ~11 MiB; tests serve in-process and migrate here).
     """
     stop = trio.Event() if stop is None else stop
     # The event loop lets go of the GIL at every socket call; while another thread runs Python (the spend
@@ -168,7 +171,7 @@ async def serve(
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
-        await _serve(config, host, port, reuse_port, stop, state_dir, task_status)
+        await _serve(config, host, port, reuse_port, stop, state_dir, migrate_in_child, task_status)
     finally:
         sys.setswitchinterval(switch_interval)
 
@@ -180,9 +183,10 @@ async def _serve(
     reuse_port: bool,
     stop: trio.Event,
     state_dir: Path | None,
+    migrate_in_child: bool,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
-    async with open_gateway(config) as gw, trio.open_nursery() as nursery:
+    async with open_gateway(config, migrate_in_child=migrate_in_child) as gw, trio.open_nursery() as nursery:
         app = create_app(gw)
         tracker = _DrainTracker(app)
         nursery.start_soon(_watch_signals, stop, nursery.cancel_scope, gw.ops.request_reload)
@@ -213,12 +217,12 @@ async def _serve(
 
 
 def run(config: Config, host: str, port: int) -> None:
-    trio.run(partial(serve, config, host, port))
+    trio.run(partial(serve, config, host, port, migrate_in_child=True))
 
 
 def _worker_main(config: Config, host: str, port: int, log_level: str, log_format: str, state_dir: Path) -> None:
     setup_logging(log_level, log_format, worker=True)
-    trio.run(partial(serve, config, host, port, reuse_port=True, state_dir=state_dir))
+    trio.run(partial(serve, config, host, port, reuse_port=True, state_dir=state_dir, migrate_in_child=True))
 
 
 def run_workers(config: Config, host: str, port: int, workers: int, log_level: str, log_format: str = "text") -> int:

@@ -21,7 +21,7 @@ from storage.durations import Months, add_duration, next_reset, parse_duration
 from storage.engine import describe_url, open_engine
 from storage.errors import Conflict, NotFound, StorageError, StorageUnavailable
 from storage.keys import KeyRepository
-from storage.migrate import current_revision, head_revision, migrate
+from storage.migrate import current_revision, head_revision, is_current, migrate, migrate_in_child
 from storage.spend import SpendRecord, SpendRepository
 from storage.teams import TeamRepository
 from storage.users import UserRepository
@@ -70,9 +70,19 @@ class Storage:
         """The database URL without its password, for logs and error messages."""
         return describe_url(self.engine.url)
 
-    def migrate(self) -> None:
-        """Upgrade the schema to the newest revision (safe when several instances start together)."""
-        migrate(self.engine)
+    def migrate(self, *, in_child: bool = False) -> None:
+        """Upgrade the schema to the newest revision (safe when several instances start together).
+
+        `in_child` (a long-lived server): when there is something to do, in a child process, so that Alembic
+        never loads into this one (`migrate_in_child`). An in-memory SQLite database is migrated here (a child
+        would have its own).
+        """
+        database = self.engine.url.database or ""
+        in_memory = self.dialect == "sqlite" and (database in ("", ":memory:") or "mode=memory" in database)
+        if not in_child or in_memory:
+            migrate(self.engine)
+        elif not is_current(self.engine):
+            migrate_in_child(self.engine.url.render_as_string(hide_password=False))
 
     def current_revision(self) -> str | None:
         return current_revision(self.engine)

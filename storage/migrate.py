@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, text
 
-from storage.engine import WRITE_OPTION, describe_url
+from storage.engine import WRITE_OPTION, describe_url, open_engine
 from storage.errors import StorageError, translating_errors
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "PG_MIGRATION_LOCK", "current_revision", "head_revision", "migrate"]
+__all__ = [
+    "HEAD_REVISION",
+    "MIGRATIONS_DIR",
+    "PG_MIGRATION_LOCK",
+    "current_revision",
+    "head_revision",
+    "is_current",
+    "migrate",
+    "migrate_in_child",
+]
 
 # The newest revision in migrations/versions (a test keeps them equal). Knowing it without Alembic lets a
 # start on an up-to-date database skip importing Alembic at all: about 11 MiB of resident memory per process.
@@ -25,6 +37,35 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # Arbitrary constant naming "the edgeproxy schema migration" among PostgreSQL advisory locks ("edge").
 PG_MIGRATION_LOCK = 0x65646765
+
+
+def is_current(engine: Engine) -> bool:
+    """The schema is at the newest revision (read without Alembic)."""
+    return _stored_revision(engine) == HEAD_REVISION
+
+
+def migrate_in_child(url: str) -> None:
+    """`migrate` to head in a child process, so Alembic and the migrations (~11 MiB resident) never load into
+    the caller: a server whose first start (or first start after an upgrade) migrates stays as small as after a
+    restart. Errors come back as the StorageError the child raised. Spawned, not forked: the caller may have
+    threads (a fork would copy their locks), and PyInstaller builds start children this way (cli.main calls
+    multiprocessing.freeze_support()).
+    """
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
+            child.submit(_migrate_url, url).result()
+    except (BrokenProcessPool, OSError):
+        # No child could run it (a sandbox without processes, a child killed): do it here after all.
+        _migrate_url(url)
+
+
+def _migrate_url(url: str) -> None:
+    engine = open_engine(url, 1)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -9,9 +12,11 @@ from sqlalchemy import MetaData, Table, inspect, text
 
 from storage import SpendRecord, Storage, StorageError
 from storage.engine import open_engine
-from storage.migrate import MIGRATIONS_DIR, current_revision, head_revision, migrate
+from storage.migrate import MIGRATIONS_DIR, current_revision, head_revision, is_current, migrate
 from storage.schema import metadata
 from tests.storage.threads import run_together
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TOKEN = "a" * 64
 
@@ -127,3 +132,30 @@ def test_head_revision_constant_matches_the_migrations() -> None:
     from storage.migrate import HEAD_REVISION
 
     assert Storage.head_revision() == HEAD_REVISION
+
+
+def test_a_server_migrates_in_a_child_process(database_url: str) -> None:
+    with Storage.open(database_url) as storage:
+        storage.migrate(in_child=True)
+        assert is_current(storage.engine)
+        assert set(metadata.tables) <= set(inspect(storage.engine).get_table_names())
+        storage.migrate(in_child=True)  # up to date: nothing to start a child for
+
+
+def test_a_migration_in_a_child_fails_with_the_same_error(storage: Storage) -> None:
+    with storage.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StorageError, match="cannot migrate"):
+        storage.migrate(in_child=True)
+
+
+def test_alembic_never_loads_into_a_process_that_migrates_in_a_child(tmp_path: Path) -> None:
+    code = (
+        "import sys; from storage import Storage; storage = Storage.open(sys.argv[1]); "
+        "storage.migrate(in_child=True); storage.close(); print('alembic' in sys.modules)"
+    )
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    done = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "False"
+    with Storage.open(url) as storage:
+        assert is_current(storage.engine)
