@@ -62,14 +62,15 @@ def run(config_path: str, host: str, port: int, workers: int, log_level: str | N
     from edgeproxy import server
     from edgeproxy.gateway import StartupError
 
-    if workers == 1:
-        try:
-            server.run(config, host, port)
-        except StartupError as error:
-            raise CliError(str(error), exit_code=3) from None
-        return
-    if port == 0:
+    if workers != 1 and port == 0:
         raise CliError("--workers needs a fixed --port (the workers share it)", exit_code=2)
+    try:
+        server.migrate_database(config)  # before any thread or worker: migrations in a child (server.py)
+        if workers == 1:
+            server.run(config, host, port)
+            return
+    except StartupError as error:
+        raise CliError(str(error), exit_code=3) from None
     sys.exit(server.run_workers(config, host, port, workers, log_level, log_format))
 
 

@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import InitVar, dataclass, field
-from functools import partial
 from pathlib import Path
 
 import trio
@@ -176,7 +175,7 @@ class Gateway:
 def open_storage(config: Config, *, migrate_in_child: bool = False) -> Storage:
     """Connect, check and migrate the database (sync: the CLI calls it directly, the server in a thread).
 
-    `migrate_in_child`: for a server, migrations (when there are any) run in a child process (Storage.migrate).
+    `migrate_in_child`: migrations, when there are any, in a child process (Storage.migrate; server.py).
     """
     storage = Storage.open(config.general.database_url, config.general.database_connection_pool_limit)
     try:
@@ -198,16 +197,14 @@ def journal_path(config: Config, storage: Storage) -> Path:
 
 
 @asynccontextmanager
-async def open_gateway(config: Config, *, migrate_in_child: bool = False) -> AsyncIterator[Gateway]:
+async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
     """Build the gateway inside the trio run; on exit flush spend and release every connection.
 
     The spend writer lives in this nursery, not the server's: it must outlive the HTTP server so that
     records from drained requests are written before the process exits.
     """
     limiter = trio.CapacityLimiter(1)
-    storage = await trio.to_thread.run_sync(
-        partial(open_storage, config, migrate_in_child=migrate_in_child), limiter=limiter
-    )
+    storage = await trio.to_thread.run_sync(open_storage, config, limiter=limiter)
     upstreams = Upstreams(config.deployments)
     gateway: Gateway | None = None
     try:

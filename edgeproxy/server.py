@@ -28,7 +28,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from edgeproxy.app import create_app
 from edgeproxy.calllog import setup_logging
 from edgeproxy.config import Config
-from edgeproxy.gateway import open_gateway
+from edgeproxy.gateway import open_gateway, open_storage
 from edgeproxy.metrics import MULTIPROC_ENV
 from edgeproxy.onewrite import install as send_heads_with_bodies
 
@@ -153,14 +153,11 @@ async def serve(
     reuse_port: bool = False,
     stop: trio.Event | None = None,
     state_dir: Path | None = None,
-    migrate_in_child: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `stop` is set or SIGTERM/SIGINT arrives; reports the bound addresses when listening.
 
     `state_dir`: a directory shared by the workers of one `--workers N` run (alert de-duplication).
-    `migrate_in_child`: database migrations, when there are any, in a child process (`edgeproxy run` does:
-    Alembic then never loads into the server, ~11 MiB; tests serve in-process and migrate here).
     """
     stop = trio.Event() if stop is None else stop
     # The event loop lets go of the GIL at every socket call; while another thread runs Python (the spend
@@ -171,7 +168,7 @@ async def serve(
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
-        await _serve(config, host, port, reuse_port, stop, state_dir, migrate_in_child, task_status)
+        await _serve(config, host, port, reuse_port, stop, state_dir, task_status)
     finally:
         sys.setswitchinterval(switch_interval)
 
@@ -183,10 +180,9 @@ async def _serve(
     reuse_port: bool,
     stop: trio.Event,
     state_dir: Path | None,
-    migrate_in_child: bool,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
-    async with open_gateway(config, migrate_in_child=migrate_in_child) as gw, trio.open_nursery() as nursery:
+    async with open_gateway(config) as gw, trio.open_nursery() as nursery:
         app = create_app(gw)
         tracker = _DrainTracker(app)
         nursery.start_soon(_watch_signals, stop, nursery.cancel_scope, gw.ops.request_reload)
@@ -216,13 +212,23 @@ async def _serve(
         task_status.started(binds)
 
 
+def migrate_database(config: Config) -> None:
+    """Check the database and bring its schema up to date before serving (StartupError if it cannot be).
+
+    `edgeproxy run` calls this before the event loop and any worker start: the process has no threads yet, so
+    the migration, when there is one, runs in a forked child (Storage.migrate(in_child=True)) and Alembic
+    (~11 MiB) never loads into the server. The server's own check then finds the schema current.
+    """
+    open_storage(config, migrate_in_child=True).close()
+
+
 def run(config: Config, host: str, port: int) -> None:
-    trio.run(partial(serve, config, host, port, migrate_in_child=True))
+    trio.run(partial(serve, config, host, port))
 
 
 def _worker_main(config: Config, host: str, port: int, log_level: str, log_format: str, state_dir: Path) -> None:
     setup_logging(log_level, log_format, worker=True)
-    trio.run(partial(serve, config, host, port, reuse_port=True, state_dir=state_dir, migrate_in_child=True))
+    trio.run(partial(serve, config, host, port, reuse_port=True, state_dir=state_dir))
 
 
 def run_workers(config: Config, host: str, port: int, workers: int, log_level: str, log_format: str = "text") -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -47,11 +49,14 @@ def is_current(engine: Engine) -> bool:
 def migrate_in_child(url: str) -> None:
     """`migrate` to head in a child process, so Alembic and the migrations (~11 MiB resident) never load into
     the caller: a server whose first start (or first start after an upgrade) migrates stays as small as after a
-    restart. Errors come back as the StorageError the child raised. Spawned, not forked: the caller may have
-    threads (a fork would copy their locks), and PyInstaller builds start children this way (cli.main calls
-    multiprocessing.freeze_support()).
+    restart. Errors come back as the StorageError the child raised.
+
+    Forked where that is safe (Linux, and the caller has no other thread whose locks the child would copy):
+    the child starts in milliseconds with everything already imported. Otherwise spawned: a new interpreter,
+    ~1 s more (PyInstaller builds can, cli.main calls multiprocessing.freeze_support()).
     """
-    context = multiprocessing.get_context("spawn")
+    single_threaded = threading.active_count() == 1
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" and single_threaded else "spawn")
     try:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
             child.submit(_migrate_url, url).result()
