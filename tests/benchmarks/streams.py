@@ -28,7 +28,7 @@ def _request(host_port: str, key: str, model: str, keep_alive: bool = False) -> 
 
 
 async def _one_stream(port: int, key: str, model: str) -> tuple[float, float, bool]:
-    """(seconds to the response head, worst gap between reads after it, completed) on a new connection."""
+    """(seconds to the first event, worst gap between reads after it, completed) on a new connection."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         return await _exchange(stream, port, key, model, keep_alive=False)
@@ -43,12 +43,22 @@ async def _exchange(
     last = started
     worst = 0.0
     seen = b""
+    head: bytes | None = b""  # the response head until its end has arrived
     while True:
         data = await stream.receive_some(65536)
         now = time.perf_counter()
         if not data:
             break
-        if first is None and b"\r\n\r\n" in seen + data:
+        # The first token is the first SSE event, not the response head: an upstream may send its head before
+        # its first event (the drip does, in two writes) while the proxy sends its head with its first chunk.
+        body = data
+        if head is not None:
+            head += data
+            if b"\r\n\r\n" not in head:
+                body = b""
+            else:
+                body, head = head.partition(b"\r\n\r\n")[2], None
+        if first is None and b"data:" in body:
             first = now - started
         elif first is not None:
             worst = max(worst, now - last)
