@@ -74,9 +74,8 @@ def principal_for(
     alias = key.get("key_alias") or key.get("key_name")
     if key.get("blocked"):
         raise AuthenticationError(f"key {alias} is blocked")
-    expires = key.get("expires")
-    if expires is not None and expires <= now:
-        raise AuthenticationError(f"key {alias} expired at {expires.isoformat()}")
+    if _expired(bundle, now):
+        raise AuthenticationError(f"key {alias} expired at {key['expires'].isoformat()}")
     if user is not None and user.get("blocked"):
         raise AuthenticationError(f"user {user['user_id']} is blocked")
     if team is not None and team.get("blocked"):

@@ -32,7 +32,7 @@ from typing import Any
 
 import trio
 
-from edgeproxy.limits.windows import ADD_LUA, WINDOW_LUA, Reply
+from edgeproxy.limits.windows import ADD_LUA, WINDOW_LUA, Reply, decoded, limit_arg
 from edgeproxy.redisclient import Command, RedisBackend, RedisUnavailable, ReplyError
 
 log = logging.getLogger("edgeproxy.limits")
@@ -191,7 +191,7 @@ class Leases:
             expired = lease.deadline <= now
             want = min(MAX_WANT, max(1, lease.taken) * (1 if expired else 2))
             keys += [name, lease.tokens_key]
-            args += [_or_none(rpm), _or_none(tpm), want, *self._settlement(lease, now)]
+            args += [limit_arg(rpm), limit_arg(tpm), want, *self._settlement(lease, now)]
         done = trio.Event()
         for lease in leases:
             lease.refreshing = done
@@ -203,7 +203,7 @@ class Leases:
             for lease in leases:
                 lease.refreshing = None
             done.set()
-        _apply([int(v) if not isinstance(v, bytes) else v.decode() for v in reply], rpm_tpm, leases, now)
+        _apply(decoded(reply), rpm_tpm, leases, now)
         return others
 
     @staticmethod
@@ -278,7 +278,7 @@ def _take(rpm_tpm: Sequence[tuple[int | None, int | None]], leases: Sequence[Lea
 
 
 def _apply(
-    reply: list[Any], rpm_tpm: Sequence[tuple[int | None, int | None]], leases: Sequence[Lease], sent_at: float
+    reply: Reply, rpm_tpm: Sequence[tuple[int | None, int | None]], leases: Sequence[Lease], sent_at: float
 ) -> None:
     """Renew the leases from the script's reply (see LEASE_LUA)."""
     second, microseconds = int(reply[1]), int(reply[2])
@@ -302,7 +302,3 @@ def _apply(
         lease.left = grant if lease.reserved else 0
         lease.requests, lease.requests_oldest = requests, requests_oldest
         lease.tokens, lease.tokens_oldest = tokens, tokens_oldest
-
-
-def _or_none(value: int | None) -> int:
-    return -1 if value is None else int(value)

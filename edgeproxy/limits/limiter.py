@@ -23,7 +23,7 @@ import trio
 from edgeproxy.auth import Principal
 from edgeproxy.errors import RateLimitError
 from edgeproxy.limits.leases import Leases
-from edgeproxy.limits.windows import ADMIT_LUA, RELEASE_LUA, WINDOW_S, LocalWindows, Reply
+from edgeproxy.limits.windows import ADMIT_LUA, RELEASE_LUA, WINDOW_S, LocalWindows, Reply, decoded, limit_arg
 from edgeproxy.redisclient import Command, RedisBackend, RedisUnavailable, ReplyError
 
 log = logging.getLogger("edgeproxy.limits")
@@ -193,7 +193,7 @@ class RateLimiter:
         keys = [k for names in plan.keys for k in names]
         args: list[int | str] = [call_id, self._lease_ms]
         for limit in limits:
-            args += [_or_none(limit.rpm), _or_none(limit.tpm), _or_none(limit.parallel)]
+            args += [limit_arg(limit.rpm), limit_arg(limit.tpm), limit_arg(limit.parallel)]
         reply, others = await self._run_admit(keys, args, also)
         if int(reply[0]) != 1:
             raise _refusal(limits, reply)
@@ -205,7 +205,7 @@ class RateLimiter:
         if self._backend is not None and self._admit is not None:
             try:
                 reply, *others = await _send(self._backend, self._admit.command(keys, args), also)
-                return [_text(v) for v in reply], others
+                return decoded(reply), others
             except RedisUnavailable as error:
                 log.debug("rate limits fall back to this process: %s", error)
         return self._local.admit(keys, args), None
@@ -240,16 +240,6 @@ async def _send(backend: RedisBackend, command: Command, also: Sequence[Command]
     if isinstance(replies[0], ReplyError):
         raise RedisUnavailable(f"Redis refused the command: {replies[0]}")
     return replies
-
-
-def _or_none(value: int | None) -> int:
-    return -1 if value is None else int(value)
-
-
-def _text(value: object) -> int | str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return value if isinstance(value, int | str) else str(value)
 
 
 def _headers(limits: Sequence[Limit], reply: Reply) -> dict[str, str]:

@@ -147,6 +147,16 @@ return 1
 Reply = list[int | str]
 
 
+def limit_arg(value: int | None) -> int:
+    """A limit as the scripts take it: -1 for none."""
+    return -1 if value is None else int(value)
+
+
+def decoded(reply: list[object]) -> Reply:
+    """A script's reply as the scripts' Python twin returns it: numbers as they are, strings decoded."""
+    return [v.decode() if isinstance(v, bytes) else v if isinstance(v, int | str) else str(v) for v in reply]
+
+
 class LocalWindows:
     """The same algorithm for one process: used without Redis, and while Redis is down."""
 
