@@ -22,7 +22,7 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "count my round t
 
 # Commands the rate-limit scripts run inside Redis (counted by commandstats, but no round trip of ours).
 IN_SCRIPTS = {
-    *("time", "hmget", "hgetall", "hset", "hsetnx", "hdel", "hincrby", "expire", "exists"),
+    *("time", "hget", "hmget", "hgetall", "hset", "hsetnx", "hdel", "hincrby", "hexists", "expire", "exists"),
     *("zremrangebyscore", "zcard", "zadd", "pexpire", "zrem"),
 }
 
