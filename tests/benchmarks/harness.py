@@ -24,6 +24,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 PROXY_CORE, LOAD_CORE = "1", "0"
+DRIP_PORT = 18090  # the slow-drip stream upstream (drip.py)
 
 
 @contextmanager
@@ -108,8 +109,9 @@ def start_nginx() -> Iterator[None]:
 
 
 @contextmanager
-def start_drip(port: int) -> Iterator[None]:
-    process = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, str(HERE / "drip.py"), str(port)])
+def start_drip(port: int, chunks: int = 20, drip_ms: float = 50) -> Iterator[None]:
+    command = [sys.executable, str(HERE / "drip.py"), str(port), str(chunks), str(drip_ms)]
+    process = subprocess.Popen(["taskset", "-c", LOAD_CORE, *command])
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """Instructions per proxied call, counted by callgrind: a measure that a noisy machine does not blur.
 
-    python tests/benchmarks/instructions.py [--scenario master|virtual|limits|cache|redis] [--calls 300]
+    python tests/benchmarks/instructions.py [--scenario master|virtual|limits|cache|redis|stream] [--calls 300]
+                                            [--chunks 0]
 
 Wall-clock throughput on a shared VM varies by +-20 % between runs of the same build, which hides changes of a
 few percent; callgrind counts the instructions the proxy's process executes in user space, the same within
@@ -10,7 +11,9 @@ valgrind (about 50x slower) with counting off; it is switched on (`callgrind_con
 for `--calls` sequential calls against the canned nginx upstream.
 
 Scenarios: master (master key), virtual (a virtual key, spend tracked), limits (a virtual key with rpm and tpm
-limits in Redis, no cache), cache (master key, Redis cache misses), redis (limits and cache misses together).
+limits in Redis, no cache), cache (master key, Redis cache misses), redis (limits and cache misses together),
+stream (master key, a streamed call to the drip upstream: a role chunk, `--chunks` content chunks a millisecond
+apart, a finish chunk with usage; two counts with different `--chunks` give what one more chunk costs).
 Needs valgrind (`apt-get install -y valgrind`), nginx-light, and Redis for the last three.
 """
 
@@ -30,10 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import httpx
 import yaml
 
-from tests.benchmarks.harness import HERE, PROXY_CORE, Bench, free_port, redis_namespace, start_nginx, wait_for
+from tests.benchmarks.harness import (
+    DRIP_PORT,
+    HERE,
+    PROXY_CORE,
+    Bench,
+    free_port,
+    redis_namespace,
+    start_drip,
+    start_nginx,
+    wait_for,
+)
 from tests.benchmarks.run import HIGH_LIMITS, config
 
-SCENARIOS = ("master", "virtual", "limits", "cache", "redis")
+SCENARIOS = ("master", "virtual", "limits", "cache", "redis", "stream")
 
 
 def _config(scenario: str, work: Path, namespace: str) -> dict[str, Any]:
@@ -53,9 +66,14 @@ def _total(dumps: list[Path]) -> int:
     return total
 
 
-def count(scenario: str, calls: int, warmup: int) -> float:
+def count(scenario: str, calls: int, warmup: int, chunks: int = 0) -> float:
     """Instructions per call for one scenario."""
-    with start_nginx(), Bench.workdir() as work, redis_namespace("instructions") as namespace:
+    with (
+        start_nginx(),
+        start_drip(DRIP_PORT, chunks, drip_ms=1),
+        Bench.workdir() as work,
+        redis_namespace("instructions") as namespace,
+    ):
         path = work / "instructions.yaml"
         settings = _config(scenario, work, namespace)
         path.write_text(yaml.safe_dump(settings))
@@ -86,7 +104,14 @@ def count(scenario: str, calls: int, warmup: int) -> float:
 
                 def call(i: int) -> None:
                     content = f"hello {i} {uuid.uuid4().hex}" if unique else "hello"
-                    body = {"model": "bench-model", "messages": [{"role": "user", "content": content}]}
+                    body: dict[str, Any] = {"model": "bench-model", "messages": [{"role": "user", "content": content}]}
+                    if scenario == "stream":
+                        body.update(model="bench-drip", stream=True)
+                        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                            response.raise_for_status()
+                            if not response.read().endswith(b"data: [DONE]\n\n"):
+                                raise RuntimeError("the stream did not end with [DONE]")
+                        return
                     client.post("/v1/chat/completions", json=body).raise_for_status()
 
                 for i in range(warmup):
@@ -107,12 +132,13 @@ def main() -> int:
     parser.add_argument("--scenario", choices=SCENARIOS, default="master")
     parser.add_argument("--calls", type=int, default=300, help="calls counted (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=60, help="calls before counting starts")
+    parser.add_argument("--chunks", type=int, default=0, help="stream: content chunks between role and finish")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx", "taskset"):
         if shutil.which(tool) is None:
             print(f"this needs {tool}: apt-get install -y valgrind nginx-light", file=sys.stderr)
             return 2
-    per_call = count(args.scenario, args.calls, args.warmup)
+    per_call = count(args.scenario, args.calls, args.warmup, args.chunks)
     print(f"{args.scenario}: {per_call / 1e6:.3f} M instructions per call ({args.calls} calls)")
     return 0
 

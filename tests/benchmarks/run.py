@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks.harness import (
+    DRIP_PORT,
     HERE,
     LOAD_CORE,
     Bench,
@@ -58,7 +59,7 @@ def config(
     models = [
         model("bench-model", "http://127.0.0.1:18080/v1", **priced),
         model("bench-stream", "http://127.0.0.1:18080/stream/v1"),
-        model("bench-drip", "http://127.0.0.1:18090/v1"),
+        model("bench-drip", f"http://127.0.0.1:{DRIP_PORT}/v1"),
     ]
     general: dict[str, Any] = {"master_key": master_key, "database_url": database_url}
     litellm: dict[str, Any] = {}
@@ -138,7 +139,7 @@ def main() -> int:
 
     with (
         start_nginx(),
-        start_drip(18090),
+        start_drip(DRIP_PORT),
         Bench.workdir() as work,
         services_on_load_core() as pinned,
         ExitStack() as up,

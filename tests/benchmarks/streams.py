@@ -12,9 +12,7 @@ from typing import Any
 
 import trio
 
-from tests.benchmarks.harness import ProxyProcess
-
-DRIP_BASE = "http://127.0.0.1:18090"
+from tests.benchmarks.harness import DRIP_PORT, ProxyProcess
 
 
 def _request(host_port: str, key: str, model: str, keep_alive: bool = False) -> bytes:
@@ -82,7 +80,7 @@ def ttft(proxy: ProxyProcess, runs: int, per_run: int = 40) -> float:
 
     direct, through = [], []
     for _ in range(runs):
-        direct.append(trio.run(measure, 18090, "x", "drip"))
+        direct.append(trio.run(measure, DRIP_PORT, "x", "drip"))
         through.append(trio.run(measure, proxy.port, proxy.master_key, "bench-drip"))
     return (statistics.median(through) - statistics.median(direct)) * 1000
 
