@@ -1,5 +1,6 @@
 """httpcore network streams that send a request in one write: what httpcore writes is held until it reads.
 
+Only TLS upstreams go through httpcore now (plain-HTTP ones through `plainhttp`, which writes once itself).
 httpcore writes an HTTP/1.1 request in two sends, the head and then the body. Each send on a connection with
 TCP_NODELAY is a system call, a packet and a wake-up of the upstream, with trio's and httpcore's Python around
 it. Holding the writes until httpcore first reads the response sends head and body together: measured with
@@ -7,36 +8,25 @@ callgrind (instructions per proxied call, master key, against nginx), 2 % fewer,
 Nothing waits longer for it: an HTTP/1.1 client reads as soon as it has written the whole request (our bodies
 are bytes in memory, and httpcore sends no `Expect: 100-continue`).
 
-On a plain TCP connection the reads and the write go to the socket directly (`directio`), past httpcore's trio
-stream: its read and write each wrap trio's stream calls in two context managers and end with a pass through
-trio's scheduler after a call that succeeded. A read that has to wait still waits with trio, under httpcore's
-timeout; errors become httpcore's ReadError, ReadTimeout and WriteError as before. TLS connections keep
-httpcore's stream (their bytes are not the socket's).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import httpcore
-import trio
-
-from edgeproxy import directio
 
 # Past this, head and body go as they are: joining them would copy the body for a saving that no longer shows.
 JOIN_MAX_BYTES = 64 * 1024
 
 
 class CorkedStream(httpcore.AsyncNetworkStream):
-    def __init__(self, stream: httpcore.AsyncNetworkStream, direct: bool = False) -> None:
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._write_timeout: float | None = None
-        # A plain socket to read and write directly, or None: go through `stream`.
-        self._socket: trio.socket.SocketType | None = stream.get_extra_info("socket") if direct else None
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if buffer:
@@ -49,29 +39,12 @@ class CorkedStream(httpcore.AsyncNetworkStream):
             held, self._held, self._held_bytes = self._joined(), [], 0
             try:
                 for data in held:
-                    await self._send(data)
+                    await self._stream.write(data, self._write_timeout)
             except httpcore.WriteError:
                 # As httpcore does when a send fails: a server may answer (413, say) and close before reading
                 # the whole request, so the answer is still read; a connection that is really gone fails there.
                 pass
-        if self._socket is None:
-            return await self._stream.read(max_bytes, timeout)
-        try:
-            return await directio.read(self._socket, max_bytes, math.inf if timeout is None else timeout)
-        except trio.TooSlowError:
-            raise httpcore.ReadTimeout(f"no answer within {timeout:g} s") from None
-        except (OSError, trio.ClosedResourceError) as exc:  # the latter: closed by another task while waiting
-            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
-
-    async def _send(self, data: bytes) -> None:
-        sent = 0
-        if self._socket is not None:
-            try:
-                sent = directio.write_now(self._socket.fileno(), data)
-            except OSError as exc:
-                raise httpcore.WriteError(str(exc)) from exc
-        if sent < len(data):
-            await self._stream.write(data[sent:], self._write_timeout)
+        return await self._stream.read(max_bytes, timeout)
 
     def _joined(self) -> Iterable[bytes]:
         if len(self._held) == 1 or self._held_bytes > JOIN_MAX_BYTES:
@@ -106,14 +79,12 @@ class CorkedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return CorkedStream(stream, direct=isinstance(self._backend, httpcore.TrioBackend))
+        return CorkedStream(await self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.AsyncNetworkStream:
-        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
-        return CorkedStream(stream, direct=isinstance(self._backend, httpcore.TrioBackend))
+        return CorkedStream(await self._backend.connect_unix_socket(path, timeout, socket_options))
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)

@@ -1,10 +1,11 @@
-"""The network edge to LLM servers: a few httpcore pools per deployment, errors mapped to ours.
+"""The network edge to LLM servers: a connection pool per deployment, errors mapped to ours.
 
-Providers translate; this module sends. It talks to httpcore (httpx's transport) directly: the httpx client
-layer (request and response models, header merging, cookies, auth, redirects, hooks) cost about 175 µs a call
-here and we use none of it. Every httpcore exception is mapped to an `UpstreamError` in `_mapped_errors`, the
-one place that knows httpcore's hierarchy. Messages name the model group and the deployment id, never a URL
-with credentials or a provider key.
+Providers translate; this module sends. Plain-HTTP deployments (Ollama, MLX, vLLM on the LAN) go through our
+own HTTP/1.1 pool (`plainhttp`), TLS ones through httpcore (httpx's transport) directly: the httpx client layer
+(request and response models, header merging, cookies, auth, redirects, hooks) cost about 175 µs a call here
+and we use none of it. Both speak httpcore's request, response and exceptions; every such exception is mapped
+to an `UpstreamError` in `_mapped_errors`, the one place that knows httpcore's hierarchy. Messages name the
+model group and the deployment id, never a URL with credentials or a provider key.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from edgeproxy.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
+from edgeproxy.plainhttp import PlainPool
 from edgeproxy.providers import get_provider
 from edgeproxy.providers.base import CallType, Provider, StreamTranslator, UpstreamRequest, Usage
 from edgeproxy.providers.mock import MockTransport
@@ -45,8 +47,9 @@ DRAIN_TIMEOUT_S = 1.0
 DRAIN_MAX_BYTES = 65536
 # With Nagle's algorithm on, a small write waits for the upstream's delayed ACK of the one before (measured when
 # httpcore still sent head and body apart: +4 ms per call on loopback). `corked` now sends a request in one write;
-# a chunk of a long request body still must not wait.
+# a chunk of a long request body still must not wait. (PlainPool's connections have it from trio.)
 _SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+KEEPALIVE_EXPIRY_S = 30.0
 # What httpx sent by default, less Accept-Encoding: we read bodies raw, so we must not invite compression.
 _DEFAULT_HEADERS = (("Accept", "*/*"), ("User-Agent", f"edgeproxy/{__version__}"))
 _NETWORK = CorkedBackend()  # one write per request (corked.py)
@@ -58,7 +61,8 @@ Headers = Sequence[tuple[bytes, bytes]]
 # httpcore's pool bookkeeping grows with the requests and connections in one pool: each request and release
 # rescans its queue against its connections. Measured here (CPU per call against a local nginx): 0.4 ms alone,
 # 1.5 ms at 32 in flight in one pool, 0.47 ms over 8 pools. 16 pools cost 0.35 ms, but round-robin then
-# keeps twice the idle keep-alive connections (and TLS handshakes) open on a quiet deployment.
+# keeps twice the idle keep-alive connections (and TLS handshakes) open on a quiet deployment. PlainPool's
+# bookkeeping does not grow with its connections: one per deployment.
 POOL_SHARDS = 8
 
 
@@ -73,23 +77,30 @@ class Pool(Protocol):
 def _pool_for(deployment: Deployment, max_connections: int, tls: ssl.SSLContext) -> Pool:
     if deployment.provider == "mock":
         return MockTransport(deployment)
+    if _plain(deployment):
+        return PlainPool(max_connections, KEEPALIVE_EXPIRY_S)
     # No proxy argument: a proxy from the environment must not silently reroute LLM traffic.
     return httpcore.AsyncConnectionPool(
         ssl_context=tls,
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
-        keepalive_expiry=30.0,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
         socket_options=_SOCKET_OPTIONS,
         network_backend=_NETWORK,
     )
+
+
+def _plain(deployment: Deployment) -> bool:
+    return deployment.api_base.startswith("http://")
 
 
 class _Lane:
     """One deployment's pools, taken in turn, and the timeouts its requests carry."""
 
     def __init__(self, deployment: Deployment, tls: ssl.SSLContext) -> None:
-        # Split the deployment's connection budget over a few pools (the mock needs no pool at all).
-        count = 1 if deployment.provider == "mock" else max(1, min(POOL_SHARDS, deployment.max_connections))
+        # httpcore's: split the deployment's connection budget over a few pools (the mock needs none at all).
+        sharded = deployment.provider != "mock" and not _plain(deployment)
+        count = max(1, min(POOL_SHARDS, deployment.max_connections)) if sharded else 1
         per_pool = max(1, -(-deployment.max_connections // count))
         self.pools = [_pool_for(deployment, per_pool, tls) for _ in range(count)]
         self._turn = 0
