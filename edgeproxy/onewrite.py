@@ -10,9 +10,11 @@ proxied call, master key, against nginx): 5 % fewer with one write, and one send
 `install()` wraps hypercorn's `TCPServer.protocol_send` so that a head which announces a `content-length` waits
 for the next write on its connection and leaves with it. Only such a head waits, because its body follows at
 once: hypercorn ends every response with a write (an empty one when the body was empty), so the wait ends with
-the response at the latest.
-Informational heads (a `100 Continue` is waited for by its client) and streamed answers (chunked, no length)
-are sent at once, as before; a head still held when the connection closes is sent first.
+the response at the latest. A streamed answer's head (chunked, no length) waits only when the app says its
+first chunk is in hand (`BODY_FOLLOWS`, set by the LLM fast path around that head): the head and the first
+chunk then reach the client in one packet, its first token a write and a wake-up sooner. Other streamed
+answers and informational heads (a `100 Continue` is waited for by its client) are sent at once, as before;
+a head still held when the connection closes is sent first.
 
 Writes go to the socket directly when it takes them whole (see `directio`), empty ones are dropped, and a send
 that meets the connection's shutdown in another task is not logged as an error (`_send`). Requests are read
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import trio
@@ -38,15 +41,18 @@ from edgeproxy import directio
 
 _HELD = "_edgeproxy_held_head"
 _INSTALLED = "_edgeproxy_one_write"
+# True while an app sends a head whose body's first write follows at once (it is in the app's hands). hypercorn
+# writes in the task that calls the app's `send`, so the app's context is the writer's.
+BODY_FOLLOWS: ContextVar[bool] = ContextVar("edgeproxy_body_follows", default=False)
 
 
 def waits_for_body(data: bytes) -> bool:
-    """A final response head with a content-length: its body is the next write."""
+    """A final response head whose body is the next write: it has a content-length, or the app said so."""
     return (
         data.startswith(b"HTTP/1.1 ")
         and data[9:10] != b"1"  # 1xx: informational, its client waits for it
         and data.endswith(b"\r\n\r\n")
-        and b"\r\ncontent-length:" in data.lower()
+        and (BODY_FOLLOWS.get() or b"\r\ncontent-length:" in data.lower())
     )
 
 

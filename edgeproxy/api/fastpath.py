@@ -21,6 +21,7 @@ from edgeproxy.api import llm
 from edgeproxy.calls import dumps
 from edgeproxy.errors import InvalidRequestError, ProxyError, RequestTooLargeError
 from edgeproxy.gateway import Gateway
+from edgeproxy.onewrite import BODY_FOLLOWS
 from edgeproxy.providers.base import CallType
 from edgeproxy.serving import Answer
 
@@ -203,7 +204,12 @@ async def _send_error(send: Send, exc: ProxyError) -> None:
 async def _send_stream(send: Send, headers: dict[str, str], first: bytes, chunks: AsyncGenerator[bytes, None]) -> None:
     # aclosing: a client leaving mid-stream (the nursery is cancelled) closes the upstream at once, not at GC.
     async with aclosing(chunks):
-        await send({"type": "http.response.start", "status": 200, "headers": [*_encode(headers), *_SSE]})
+        # The first chunk is in hand: the head waits for it and both leave in one write (onewrite.py).
+        token = BODY_FOLLOWS.set(bool(first))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [*_encode(headers), *_SSE]})
+        finally:
+            BODY_FOLLOWS.reset(token)
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         async for data in chunks:

@@ -159,6 +159,22 @@ async def test_edgeproxy_answers_a_call_in_one_write(writes: Writes) -> None:
     assert error.startswith(b"HTTP/1.1 4") and error.endswith(b"}")
 
 
+async def test_edgeproxy_sends_a_streams_head_with_its_first_chunk(writes: Writes) -> None:
+    async with (
+        open_fake_upstream(reply_text="Hi there") as fake,
+        running_proxy(make_config([openai_model("gpt-4o", fake)])) as proxy,
+        proxy.client() as client,
+    ):
+        body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.headers["content-type"] == "text/event-stream"
+            text = (await response.aread()).decode()
+        assert text.startswith("data: {") and text.endswith("data: [DONE]\n\n")
+    (head,) = [w for w in answers(writes) if b"\r\ndate: " in w]  # hypercorn's (the fake upstream sends none)
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    assert b"\r\n\r\n" in head and b"data: {" in head.partition(b"\r\n\r\n")[2]  # the first chunk with it
+
+
 async def test_a_client_leaving_as_the_server_closes_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
     """hypercorn answers a connection's last request (`connection: close`) and shuts the socket down; a client
     that has its answer and leaves (or sends on) at once used to meet the answer's last, empty write still on its
