@@ -239,22 +239,22 @@ async def test_a_body_ended_by_closing_is_read_and_its_connection_not_kept() -> 
         await stream.send_all(b"1}")
         await stream.aclose()
 
-    async with serving(closing) as server:
-        pool = PlainPool(1)
-        for _ in range(2):
-            assert await exchange(pool, request(server.port)) == (200, b'{"a":1}')
-        await pool.aclose()
-    assert server.accepted == 2
+    assert await connections_for_two_calls(closing, b'{"a":1}') == 2
 
 
 async def test_connection_close_is_honoured() -> None:
     close = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"
-    async with serving(answering(close)) as server:
+    assert await connections_for_two_calls(answering(close), b"ok") == 2
+
+
+async def connections_for_two_calls(handler: Handler, body: bytes) -> int:
+    """How many connections two calls in a row took, each answered 200 with `body`."""
+    async with serving(handler) as server:
         pool = PlainPool(1)
         for _ in range(2):
-            assert await exchange(pool, request(server.port)) == (200, b"ok")
+            assert await exchange(pool, request(server.port)) == (200, body)
         await pool.aclose()
-    assert server.accepted == 2
+    return server.accepted
 
 
 async def test_informational_answers_are_skipped() -> None:
