@@ -31,11 +31,11 @@ import httpcore
 import trio
 
 from edgeproxy import directio
+from edgeproxy.corked import JOIN_MAX_BYTES  # past it, head and body go as they are (joining copies the body)
 
 READ_BYTES = 65536
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is not an LLM server's
 MAX_CHUNK_LINE = 4096  # a chunk-size line with extensions, well past any real one
-JOIN_MAX_BYTES = 64 * 1024  # past this, head and body go as they are (joining would copy the body)
 _NO_BODY_STATUS = frozenset({204, 304})
 
 

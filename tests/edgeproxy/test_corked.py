@@ -40,8 +40,8 @@ class Recorded(httpcore.AsyncNetworkStream):
 
 
 class RecordingBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self) -> None:
-        self.log: list[tuple[str, bytes]] = []
+    def __init__(self, log: list[tuple[str, bytes]]) -> None:
+        self.log = log
         self._backend = httpcore.TrioBackend()
 
     async def connect_tcp(
@@ -63,9 +63,7 @@ def recorded() -> list[tuple[str, bytes]]:
 @asynccontextmanager
 async def corked_pool(log: list[tuple[str, bytes]]) -> AsyncIterator[httpcore.AsyncConnectionPool]:
     """An httpcore pool as upstream.py makes for TLS deployments, on plain TCP so its writes can be read."""
-    backend = RecordingBackend()
-    backend.log = log
-    async with httpcore.AsyncConnectionPool(network_backend=CorkedBackend(backend)) as pool:
+    async with httpcore.AsyncConnectionPool(network_backend=CorkedBackend(RecordingBackend(log))) as pool:
         yield pool
 
 
