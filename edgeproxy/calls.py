@@ -177,13 +177,17 @@ class Calls:
     ) -> AsyncGenerator[bytes, None]:
         """SSE bytes for the client. Always closes the upstream and accounts, even on disconnect."""
         last: dict[str, Any] | None = None
+        renamed = ModelRename(record.requested_model)
         try:
-            async for chunk in stream.chunks():
+            async for chunk, wire in stream.chunks():
+                if wire is not None:
+                    wire = renamed(wire, chunk.get("model"))
                 chunk["model"] = record.requested_model
                 last = chunk
                 if record.chunks is not None:
                     record.chunks.append(chunk)
-                yield sse_event(chunk)
+                # Sent on as it came when it can be (an OpenAI-compatible upstream): no second encoding.
+                yield b"data: " + wire + b"\n\n" if wire is not None else sse_event(chunk)
             record.usage = stream.usage or _estimate(record, stream.translator.text)
             if include_usage:
                 yield sse_event(_usage_chunk(last, record))
@@ -204,6 +208,31 @@ class Calls:
                     self._router.record_tokens(record.deployment, record.usage.total_tokens)
                 record.output = stream.translator
                 self._on_finish(record)
+
+
+class ModelRename:
+    """Puts the model the client asked for into a chunk's JSON bytes in place of the upstream's."""
+
+    def __init__(self, requested: str) -> None:
+        self.requested = requested
+        self._upstream: str | None = None
+        self._patterns: tuple[tuple[bytes, bytes], ...] = ()
+
+    def __call__(self, wire: bytes, model: Any) -> bytes | None:
+        """`wire` with `model` (the chunk's, as parsed) renamed; None when the bytes cannot be found once."""
+        if model == self.requested:
+            return wire
+        if not isinstance(model, str):
+            return None  # none to rename: the chunk sent on gains one
+        if model != self._upstream:
+            self._upstream = model
+            old, new = json.dumps(model).encode(), json.dumps(self.requested).encode()
+            self._patterns = tuple((b'"model":' + gap + old, b'"model":' + gap + new) for gap in (b"", b" "))
+        for old, new in self._patterns:
+            # Outside strings (a quote inside one is escaped), so one occurrence is the chunk's own key.
+            if wire.count(old) == 1:
+                return wire.replace(old, new)
+        return None
 
 
 def _output_tokens(value: tuple[dict[str, Any], Usage | None]) -> int:

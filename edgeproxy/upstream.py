@@ -36,7 +36,7 @@ from edgeproxy.errors import (
 )
 from edgeproxy.plainhttp import PlainPool
 from edgeproxy.providers import get_provider
-from edgeproxy.providers.base import CallType, Provider, StreamTranslator, UpstreamRequest, Usage
+from edgeproxy.providers.base import CallType, Provider, StreamTranslator, UpstreamRequest, Usage, WireChunk
 from edgeproxy.providers.mock import MockTransport
 
 # Connecting should be quick even when generating is slow: a dead host must fail fast so retries can move on.
@@ -239,7 +239,7 @@ class UpstreamStream:
         self.translator = translator
         self._response: httpcore.Response | None = None
         self._raw: AsyncIterator[bytes] | None = None
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[WireChunk] = []
 
     @property
     def usage(self) -> Usage | None:
@@ -259,23 +259,24 @@ class UpstreamStream:
                 break
             self._pending.extend(more)
 
-    async def _read(self) -> list[dict[str, Any]] | None:
+    async def _read(self) -> list[WireChunk] | None:
         """The chunks completed by the next bytes, or None at the end of the upstream stream."""
         assert self._raw is not None
         with _mapped_errors(self.deployment):
             try:
                 data = await self._raw.__anext__()
             except StopAsyncIteration:
-                chunks = self.translator.close()
+                chunks = self.translator.close_wire()
                 if not self.translator.finished:
                     raise UpstreamProtocolError(
                         f"deployment {self.deployment.deployment_id} ended its stream before finishing"
                     ) from None
                 return chunks or None
-        return self.translator.feed(data)
+        return self.translator.feed_wire(data)
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Every chunk, starting with those read while opening."""
+    async def chunks(self) -> AsyncIterator[WireChunk]:
+        """Every chunk, starting with those read while opening, with the bytes it came as when they can be sent
+        on unchanged (`StreamTranslator.feed_wire`)."""
         while True:
             pending, self._pending = self._pending, []
             for chunk in pending:

@@ -58,6 +58,10 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+# A chunk, and the JSON bytes it arrived as when they can be sent on unchanged (see StreamTranslator.feed_wire).
+WireChunk = tuple[dict[str, Any], bytes | None]
+
+
 class StreamTranslator(ABC):
     """Turns upstream stream bytes into OpenAI `chat.completion.chunk` (or `text_completion`) dicts.
 
@@ -81,6 +85,17 @@ class StreamTranslator(ABC):
     def close(self) -> list[dict[str, Any]]:
         """The upstream closed the stream; return any chunk still buffered."""
         return []
+
+    def feed_wire(self, data: bytes) -> list[WireChunk]:
+        """`feed`, each chunk with its JSON as it arrived when that can go to the client as it is, else None.
+
+        Only upstreams that already speak OpenAI's chunks have such bytes (OpenAIStreamTranslator); the relay
+        sends them on instead of encoding the chunk again.
+        """
+        return [(chunk, None) for chunk in self.feed(data)]
+
+    def close_wire(self) -> list[WireChunk]:
+        return [(chunk, None) for chunk in self.close()]
 
 
 class Provider(ABC):

@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeproxy.config import Deployment
 from edgeproxy.errors import UpstreamProtocolError
-from edgeproxy.providers.base import CallType, Provider, StreamTranslator, UpstreamRequest, Usage
+from edgeproxy.providers.base import CallType, Provider, StreamTranslator, UpstreamRequest, Usage, WireChunk
 from edgeproxy.providers.wire import (
     SSEDecoder,
     SSEEvent,
@@ -94,28 +94,43 @@ class DeepSeekProvider(OpenAIProvider):
 
 
 class OpenAIStreamTranslator(StreamTranslator):
-    """SSE `data: {chunk}` events → the same chunks, minus usage; `data: [DONE]` ends the stream."""
+    """SSE `data: {chunk}` events → the same chunks, minus usage; `data: [DONE]` ends the stream.
+
+    Each chunk also comes with its JSON as it arrived (`feed_wire`), so the relay can send it on without encoding
+    it again: what the chunk says is ours to change only in its `model` (the relay's) and its `usage: null`,
+    which is cut out of the bytes here. A chunk whose bytes cannot be trusted to say the same as the parsed
+    chunk (usage numbers on a chunk with choices, several JSON documents in one event) comes without them.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._sse = SSEDecoder()
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        return self._events(self._sse.feed(data))
+        return [chunk for chunk, _ in self._events(self._sse.feed(data))]
 
     def close(self) -> list[dict[str, Any]]:
+        return [chunk for chunk, _ in self._events(self._sse.close())]
+
+    def feed_wire(self, data: bytes) -> list[WireChunk]:
+        return self._events(self._sse.feed(data))
+
+    def close_wire(self) -> list[WireChunk]:
         return self._events(self._sse.close())
 
-    def _events(self, events: list[SSEEvent]) -> list[dict[str, Any]]:
-        chunks: list[dict[str, Any]] = []
+    def _events(self, events: list[SSEEvent]) -> list[WireChunk]:
+        chunks: list[WireChunk] = []
         for event in events:
             if event.data.strip() == "[DONE]":
                 self.finished = True
                 continue
-            for obj in sse_json(event):
+            documents = sse_json(event)
+            single = len(documents) == 1
+            for obj in documents:
+                usage = obj.get("usage", _ABSENT) if isinstance(obj, dict) else _ABSENT
                 chunk = self._chunk(obj)
                 if chunk is not None:
-                    chunks.append(chunk)
+                    chunks.append((chunk, _wire(event.data, usage) if single else None))
         return chunks
 
     def _chunk(self, obj: Any) -> dict[str, Any] | None:
@@ -150,3 +165,21 @@ class OpenAIStreamTranslator(StreamTranslator):
             arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
             if isinstance(arguments, str):
                 self.text_parts.append(arguments)
+
+
+_ABSENT = object()
+# A last `usage: null`, as OpenAI writes it (compact) and as Python's json.dumps does (spaced).
+_NULL_USAGE_ENDS = (b',"usage":null}', b', "usage": null}')
+
+
+def _wire(data: str, usage: Any) -> bytes | None:
+    """The chunk's JSON to send on, given the `usage` it arrived with: as it arrived, cut of a last
+    `usage: null`; None when it carried usage numbers (the chunk sent on has none) or the null is elsewhere."""
+    wire = data.encode()
+    if usage is _ABSENT:
+        return wire
+    if usage is None:
+        for end in _NULL_USAGE_ENDS:
+            if wire.endswith(end):
+                return wire[: -len(end)] + b"}"
+    return None

@@ -142,3 +142,18 @@ async def test_demo_model_needs_no_llm() -> None:
     assert content is not None and "Say hello" in content
     assert streamed == content
     assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+async def test_openai_stream_chunks_go_on_as_the_upstream_wrote_them(fake: FakeUpstream) -> None:
+    """Sent on, not encoded again: the fake writes JSON with spaces (json.dumps' default), which a second
+    encoding (compact) would lose; only the model and the trailing `usage: null` change."""
+    fake.reply_text = "one two"
+    async with running_proxy(make_config([openai_model("mlx", fake)])) as proxy, proxy.client() as client:
+        response = await client.post("/v1/chat/completions", json={"model": "mlx", "messages": HELLO, "stream": True})
+    payloads = [event.removeprefix("data: ") for event in response.text.split("\n\n")[:-2]]
+    assert len(payloads) == 4  # role, two words, finish
+    for payload in payloads:
+        chunk = json.loads(payload)
+        assert payload == json.dumps(chunk)  # the fake's own formatting, key order included
+        assert chunk["model"] == "mlx" and "usage" not in chunk
+    assert fake.requests[-1].json["model"] == "fake-model"  # what the upstream's chunks said

@@ -58,7 +58,7 @@ async def open_upstreams(deployment: Deployment) -> AsyncIterator[Upstreams]:
 async def read_stream(upstreams: Upstreams, deployment: Deployment) -> list[dict[str, Any]]:
     stream = await upstreams.open_stream(deployment, CallType.CHAT, dict(CHAT, stream=True))
     try:
-        return [chunk async for chunk in stream.chunks()]
+        return [chunk async for chunk, _ in stream.chunks()]
     finally:
         await stream.aclose()
 

@@ -134,6 +134,38 @@ def test_stream_split_feeding_gives_identical_chunks() -> None:
     assert whole == split  # passthrough: even ids are the upstream's
 
 
+def test_stream_chunks_come_with_the_bytes_they_arrived_as() -> None:
+    """feed_wire: each chunk's JSON as it came (minus a trailing usage: null), parsing to the chunk itself."""
+    data = sample("openai_chat_stream.sse")
+    translator = get_provider("openai").stream_translator(deployment("openai"), CallType.CHAT, CHAT)
+    pairs = translator.feed_wire(data) + translator.close_wire()
+    assert len(pairs) == 5
+    for chunk, wire in pairs:
+        assert wire is not None and json.loads(wire) == chunk
+        assert wire.removesuffix(b"}") + b',"usage":null}' in data  # the upstream's bytes
+    spaced = b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": "x"}}], "usage": null}\n\n'
+    ((chunk, wire),) = translator.feed_wire(spaced)
+    assert wire == b'{"id": "c", "choices": [{"index": 0, "delta": {"content": "x"}}]}'
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        # usage numbers on a chunk with choices: the chunk sent on has none, so its bytes say too much
+        b'data: {"id":"c","choices":[{"delta":{}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n',
+        # usage null, but not where it can be cut out alone
+        b'data: {"usage":null,"id":"c","choices":[{"delta":{}}]}\n\n',
+        # two documents in one event (several data lines): neither is the event's text
+        b'data: {"id":"a","choices":[{"delta":{}}]}\ndata: {"id":"b","choices":[{"delta":{}}]}\n\n',
+    ],
+)
+def test_stream_chunks_without_trustworthy_bytes_come_without(event: bytes) -> None:
+    translator = get_provider("openai").stream_translator(deployment("openai"), CallType.CHAT, CHAT)
+    pairs = translator.feed_wire(event)
+    assert pairs and all(wire is None for _, wire in pairs)
+    assert all("usage" not in chunk for chunk, _ in pairs)
+
+
 def test_completion_stream_collects_text() -> None:
     data = (
         b'data: {"id":"cmpl-1","object":"text_completion","created":1,"model":"m",'
