@@ -149,9 +149,12 @@ def _request_headers(target: _Target, given: Mapping[str, str], body: bytes | No
     return headers
 
 
+# As httpx encoded `json=`: compact, UTF-8, and NaN refused (it is not JSON). One encoder, not one per call.
+_REQUEST_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _encode_json(obj: Any) -> bytes:
-    # As httpx encoded `json=`: compact, UTF-8, and NaN refused (it is not JSON).
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _REQUEST_JSON.encode(obj).encode("utf-8")
 
 
 class Upstreams:

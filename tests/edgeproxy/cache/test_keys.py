@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -84,3 +86,31 @@ def test_controls_a_key_may_not_use_are_refused() -> None:
 def test_malformed_controls_are_a_400(raw: Any) -> None:
     with pytest.raises(InvalidRequestError):
         parse_controls(raw, None)
+
+
+def _key_as_first_written(call: CallType, group: str, body: dict[str, Any], stream: bool) -> str:
+    """The key as the first version computed it: entries stored by it (or by another instance still running
+    it) must keep their keys."""
+    from edgeproxy.cache.keys import IGNORED_FIELDS, canonical
+
+    params = {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v is not None}
+    document = {"call": call.value, "model": group, "stream": stream, "params": canonical(params)}
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        CHAT,
+        {**CHAT, "temperature": 1.0, "top_p": 1e16, "max_tokens": 5},  # whole floats, written 1.0 and 1e+16
+        {**CHAT, "temperature": 0.05, "frequency_penalty": -2e-05},  # floats that are not whole
+        {"model": "m", "messages": [{"role": "user", "content": 'version 2.0, é ☀️ "quoted" \\ e+1'}]},
+        {"model": "m", "tools": [{"type": "function", "function": {"parameters": {"minimum": 3.0, "b": [1.0, 2]}}}]},
+        {"model": "m", "input": ["a", "b"], "dimensions": 256},
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_keys_stay_what_they_were(body: dict[str, Any], stream: bool) -> None:
+    for call, group in ((CallType.CHAT, "g"), (CallType.EMBEDDING, 'a "quoted" group é')):
+        assert cache_key(call, group, body, stream=stream) == _key_as_first_written(call, group, body, stream)
