@@ -173,8 +173,8 @@ _NULL_USAGE_ENDS = (b',"usage":null}', b', "usage": null}')
 
 
 def _wire(data: str, usage: Any) -> bytes | None:
-    """The chunk's JSON to send on, given the `usage` it arrived with: as it arrived, cut of a last
-    `usage: null`; None when it carried usage numbers (the chunk sent on has none) or the null is elsewhere."""
+    """The chunk's JSON to send on, given the `usage` it arrived with: as it arrived, less a last `usage: null`;
+    None when it carried usage numbers (the chunk sent on has none) or the null is elsewhere."""
     wire = data.encode()
     if usage is _ABSENT:
         return wire

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from edgeproxy.cache import CacheControls, cache_key, parse_controls
+from edgeproxy.cache.keys import IGNORED_FIELDS, canonical
 from edgeproxy.errors import InvalidRequestError, PermissionDeniedError
 from edgeproxy.providers.base import CallType
 
@@ -91,8 +92,6 @@ def test_malformed_controls_are_a_400(raw: Any) -> None:
 def _key_as_first_written(call: CallType, group: str, body: dict[str, Any], stream: bool) -> str:
     """The key as the first version computed it: entries stored by it (or by another instance still running
     it) must keep their keys."""
-    from edgeproxy.cache.keys import IGNORED_FIELDS, canonical
-
     params = {k: v for k, v in body.items() if k not in IGNORED_FIELDS and v is not None}
     document = {"call": call.value, "model": group, "stream": stream, "params": canonical(params)}
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
