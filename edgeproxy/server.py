@@ -197,8 +197,12 @@ async def _serve(
             hc = _hypercorn_config(config, host, port, reuse_port)
             send_heads_with_bodies()
             with trio.CancelScope() as http_scope:
-                nursery.start_soon(_drain_then_close, stop, tracker, http_scope, config.general.shutdown_grace_s)
-                await hypercorn_serve(tracker, hc, shutdown_trigger=stop.wait, task_status=task_status)
+                async with trio.open_nursery() as http:
+                    binds = await http.start(partial(hypercorn_serve, tracker, hc, shutdown_trigger=stop.wait))
+                    # Only once listening: a stop that came while starting (a worker signalled as its sibling
+                    # already serves) would otherwise cancel hypercorn before it reports, and the run fails.
+                    http.start_soon(_drain_then_close, stop, tracker, http_scope, config.general.shutdown_grace_s)
+                    task_status.started(binds)
             # The server has drained: background tasks end with it.
             nursery.cancel_scope.cancel()
 
@@ -253,7 +257,10 @@ def _run_processes(config: Config, host: str, port: int, workers: int, extra: tu
         process.start()
         processes.append(process)
 
+    forwarded: set[int] = set()
+
     def forward(signum: int, _frame: object) -> None:
+        forwarded.add(signum)
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -263,8 +270,16 @@ def _run_processes(config: Config, host: str, port: int, workers: int, extra: tu
     signal.signal(signal.SIGINT, forward)
     if _SIGHUP is not None:
         signal.signal(_SIGHUP, forward)  # each worker reloads its own config
-    codes = []
     for process in processes:
         process.join()
-        codes.append(process.exitcode or 0)
+    return workers_exit_code([process.exitcode or 0 for process in processes], forwarded)
+
+
+def workers_exit_code(exit_codes: list[int], forwarded: set[int]) -> int:
+    """The run's exit code from its workers' (negative: killed by that signal), as a shell would report it.
+
+    A worker still starting when a forwarded stop came dies of the signal itself, having served nothing: that
+    is a clean stop. Any other death by signal is 128 + its number.
+    """
+    codes = [0 if -code in forwarded else 128 - code if code < 0 else code for code in exit_codes]
     return max(codes, default=0)

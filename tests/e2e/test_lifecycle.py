@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from edgeproxy.server import GIL_SWITCH_INTERVAL_S
+from edgeproxy.server import GIL_SWITCH_INTERVAL_S, serve, workers_exit_code
 from tests.e2e.conftest import MASTER_KEY, make_config, openai_model, running_proxy
 from tests.e2e.processes import server_process
 from tests.fakes import FakeUpstream
@@ -69,8 +69,16 @@ async def test_sigterm_drains_in_flight_requests(fake: FakeUpstream, tmp_path: P
             except httpx.ConnectError:
                 refused = True
     assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
-    assert code == 0
+    assert code == 0, server.log.read_text()
     assert refused
+
+
+async def test_a_stop_that_comes_while_starting_ends_the_server_cleanly(fake: FakeUpstream) -> None:
+    """`--workers N`: SIGTERM reaches a worker still starting when another already serves (CI saw exit 1)."""
+    stop = trio.Event()
+    stop.set()
+    with trio.fail_after(10):
+        await serve(make_config([openai_model("m", fake)]), "127.0.0.1", 0, stop=stop)  # returns, no error
 
 
 async def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
@@ -89,4 +97,18 @@ async def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
         code = await server.wait()
     assert len(children) >= 2  # two worker processes (multiprocessing may add a resource tracker)
     assert statuses == [200] * 10
-    assert code == 0
+    assert code == 0, server.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("exit_codes", "forwarded", "expected"),
+    [
+        ([0, 0], {signal.SIGTERM}, 0),
+        ([0, -signal.SIGTERM], {signal.SIGTERM}, 0),  # still starting when the stop came
+        ([0, -signal.SIGKILL], {signal.SIGTERM}, 128 + signal.SIGKILL),  # the OOM killer is not a clean stop
+        ([-signal.SIGTERM, 0], set(), 128 + signal.SIGTERM),  # signalled by someone else
+        ([1, 0], {signal.SIGTERM}, 1),
+    ],
+)
+def test_the_run_exits_as_its_worst_worker(exit_codes: list[int], forwarded: set[int], expected: int) -> None:
+    assert workers_exit_code(exit_codes, forwarded) == expected
