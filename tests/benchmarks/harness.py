@@ -71,6 +71,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -92,7 +93,8 @@ def wrk(url: str, connections: int, seconds: int, script: str, key: str, model: 
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    return WrkResult(rps, p50, p99, int(errors.group(1)) if errors else 0)
+    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    return WrkResult(rps, p50, p99, int(errors.group(1)) if errors else 0, requests)
 
 
 @contextmanager

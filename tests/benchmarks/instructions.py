@@ -1,7 +1,7 @@
 """Instructions per proxied call, counted by callgrind: a measure that a noisy machine does not blur.
 
     python tests/benchmarks/instructions.py [--scenario master|virtual|limits|cache|redis|stream] [--calls 300]
-                                            [--chunks 0]
+                                            [--chunks 0] [--keep DIR]
 
 Wall-clock throughput on a shared VM varies by +-20 % between runs of the same build, which hides changes of a
 few percent; callgrind counts the instructions the proxy's process executes in user space, the same within
@@ -14,6 +14,8 @@ Scenarios: master (master key), virtual (a virtual key, spend tracked), limits (
 limits in Redis, no cache), cache (master key, Redis cache misses), redis (limits and cache misses together),
 stream (master key, a streamed call to the drip upstream: a role chunk, `--chunks` content chunks a millisecond
 apart, a finish chunk with usage; two counts with different `--chunks` give what one more chunk costs).
+`--keep DIR` copies the callgrind files there, for `callgrind_annotate --inclusive=yes` (what a function costs
+with its callees) and for comparing two scenarios function by function.
 Needs valgrind (`apt-get install -y valgrind`), nginx-light, and Redis for the last three.
 """
 
@@ -66,7 +68,7 @@ def _total(dumps: list[Path]) -> int:
     return total
 
 
-def count(scenario: str, calls: int, warmup: int, chunks: int = 0) -> float:
+def count(scenario: str, calls: int, warmup: int, chunks: int = 0, keep: Path | None = None) -> float:
     """Instructions per call for one scenario."""
     with (
         start_nginx(),
@@ -124,7 +126,12 @@ def count(scenario: str, calls: int, warmup: int, chunks: int = 0) -> float:
         finally:
             proxy.terminate()
             proxy.wait(timeout=120)
-        return _total(sorted(work.glob("callgrind.out*"))) / calls
+        dumps = sorted(work.glob("callgrind.out*"))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for dump in dumps:
+                shutil.copy(dump, keep / f"{scenario}.{dump.name}")
+        return _total(dumps) / calls
 
 
 def main() -> int:
@@ -133,12 +140,13 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=300, help="calls counted (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=60, help="calls before counting starts")
     parser.add_argument("--chunks", type=int, default=0, help="stream: content chunks between role and finish")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind files into this directory")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx", "taskset"):
         if shutil.which(tool) is None:
             print(f"this needs {tool}: apt-get install -y valgrind nginx-light", file=sys.stderr)
             return 2
-    per_call = count(args.scenario, args.calls, args.warmup, args.chunks)
+    per_call = count(args.scenario, args.calls, args.warmup, args.chunks, args.keep)
     print(f"{args.scenario}: {per_call / 1e6:.3f} M instructions per call ({args.calls} calls)")
     return 0
 

@@ -85,18 +85,24 @@ def throughput(bench: Bench, sides: list[Side]) -> None:
     """Every side at every concurrency, alternating within each run (who goes first rotates), so that a slow
     minute of the machine falls on all of them; then each side's cost against the first, the master key."""
     results: dict[str, dict[int, list[WrkResult]]] = {side.label: {c: [] for c in bench.concurrency} for side in sides}
+    # The proxy's CPU time per request (user + system, from /proc): what a request costs the core, which the
+    # VM's other tenants blur far less than requests per second (time stolen by the host is not counted).
+    cpu_us: dict[str, dict[int, list[float]]] = {side.label: {c: [] for c in bench.concurrency} for side in sides}
     for c in bench.concurrency:
         for run in range(bench.runs):
             first = run % len(sides)
             for side in sides[first:] + sides[:first]:
+                before = side.proxy.cpu_s()
                 result = wrk(side.proxy.url + "/v1/chat/completions", c, bench.seconds, side.script, side.key)
                 results[side.label][c].append(result)
+                cpu_us[side.label][c].append(1e6 * (side.proxy.cpu_s() - before) / max(1, result.requests))
     rps = {label: {c: median(r.rps for r in runs) for c, runs in by_c.items()} for label, by_c in results.items()}
     for side in sides:
         for c, runs in results[side.label].items():
             bench.record(
                 f"throughput {side.label} c={c}", "req/s", rps[side.label][c], p50_ms=median(r.p50_ms for r in runs)
             )
+            bench.record(f"CPU per request {side.label} c={c}", "µs", median(cpu_us[side.label][c]))
     if sides[0].label != MASTER:
         return
     for side in sides[1:]:
@@ -106,6 +112,10 @@ def throughput(bench: Bench, sides: list[Side]) -> None:
             pairs = zip(results[side.label][c], results[MASTER][c], strict=True)
             cost = median(100 * (1 - mine.rps / master.rps) for mine, master in pairs)
             bench.record(f"cost of {side.label} against the master key c={c}", "%", cost)
+            # The same cost in CPU: the throughput it leaves (1 - master's CPU per request / this side's).
+            cpu_pairs = zip(cpu_us[side.label][c], cpu_us[MASTER][c], strict=True)
+            cpu_cost = median(100 * (1 - master / mine) for mine, master in cpu_pairs)
+            bench.record(f"CPU cost of {side.label} against the master key c={c}", "%", cpu_cost)
 
 
 def scenario_latency(bench: Bench, proxy: ProxyProcess) -> None:
