@@ -431,7 +431,7 @@ def _cache(enabled: bool, raw: Any, env: Mapping[str, str]) -> CacheSettings:
     known = (
         "type", "host", "port", "password", "url", "ttl", "namespace", "supported_call_types", "ssl",
         "service_name", "sentinel_nodes", "sentinel_password", "redis_startup_nodes", "max_size_bytes",
-        "max_entries", "mode", "default_in_memory_ttl", "default_in_redis_ttl",
+        "max_entries", "mode", "default_in_memory_ttl", "default_in_redis_ttl", "track_keys",
     )  # fmt: skip
     c = _Checker(raw, "litellm_settings.cache_params", known)
     cache_type = c.get("type", as_str, "redis" if (raw or {}).get("host") else "local")
@@ -439,6 +439,7 @@ def _cache(enabled: bool, raw: Any, env: Mapping[str, str]) -> CacheSettings:
         raise ConfigError(f"litellm_settings.cache_params.type: {cache_type!r} is not supported; use redis or local")
     for bound in ("max_entries", "max_size_bytes"):  # the local cache's limits (edgeproxy/cache/local.py)
         c.get(bound, lambda v, p: as_int(v, p, minimum=1))
+    c.get("track_keys", as_bool)  # Redis key tracking (edgeproxy/cache/tracking.py), on unless false
     return CacheSettings(
         enabled=enabled,
         type=cache_type,

@@ -219,11 +219,15 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
             try:
                 gateway = Gateway(config, router, upstreams, db, accounting, redis=redis, operations=ops)
                 background.start_soon(gateway.serving.limits.serve)
+                if gateway.serving.cache is not None:
+                    background.start_soon(gateway.serving.cache.serve)
                 yield gateway
             finally:
                 writer.close()
                 if gateway is not None:
                     gateway.serving.limits.close()  # gives back the rate-limit leases' unused requests
+                    if gateway.serving.cache is not None:
+                        gateway.serving.cache.close()
     finally:
         # After a config reload the gateway holds newer clients (reload.py closes the ones it replaced).
         await (gateway.upstreams if gateway is not None else upstreams).aclose()

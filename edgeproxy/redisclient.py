@@ -29,7 +29,7 @@ import trio
 
 from edgeproxy.redisconfig import RedisSettings
 from edgeproxy.redistopology import Client, RedisConnection
-from edgeproxy.resp import Command, ReplyError, RespConnectionError, RespPool, endpoint_of
+from edgeproxy.resp import Command, Endpoint, ReplyError, RespConnectionError, RespPool, endpoint_of
 
 T = TypeVar("T")
 log = logging.getLogger("edgeproxy.redis")
@@ -108,6 +108,12 @@ class RedisBackend:
     def up(self) -> bool:
         """False from the first failed call until the next successful one."""
         return self._down_since is None
+
+    @property
+    def native_endpoint(self) -> Endpoint | None:
+        """The one server the hot path reaches over its own connections (resp.py); None with Sentinel, a
+        cluster or TLS."""
+        return self._native.endpoint if self._native is not None else None
 
     @property
     def describe(self) -> str:

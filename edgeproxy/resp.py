@@ -87,6 +87,10 @@ def encode(commands: Sequence[Command], *, skip_replies: bool = False) -> bytes:
 _SKIP_REPLY_RESP = encode([_SKIP_REPLY])
 
 
+class Push(list[Any]):
+    """A RESP3 push message (`>`): what Redis sends unasked, such as key-tracking invalidations."""
+
+
 class _Incomplete(Exception):
     """The buffer ends inside a reply: read more and parse it again from its start."""
 
@@ -120,10 +124,38 @@ def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
             item, pos = _parse(buf, pos)
             items.append(item)
         return items, pos
+    return _parse_resp3(kind, line, buf, pos)
+
+
+def _parse_resp3(kind: bytes | bytearray, line: bytes, buf: bytearray, pos: int) -> tuple[Any, int]:
+    """The types only a RESP3 connection (HELLO 3: key tracking, cache/tracking.py) receives."""
+    if kind in (b">", b"~", b"%"):
+        count = int(line) * (2 if kind == b"%" else 1)
+        items: list[Any] = []
+        for _ in range(count):
+            item, pos = _parse(buf, pos)
+            items.append(item)
+        if kind == b"%":
+            return dict(zip(items[::2], items[1::2], strict=True)), pos
+        return (Push(items) if kind == b">" else items), pos
+    if kind == b"_":
+        return None, pos
+    if kind == b"#":
+        return line == b"t", pos
+    if kind == b",":
+        return float(line), pos
+    if kind == b"(":
+        return int(line), pos
+    if kind in (b"=", b"!"):  # verbatim string, blob error: sized like a bulk string
+        size = int(line)
+        if len(buf) < pos + size + 2:
+            raise _Incomplete
+        data = bytes(buf[pos : pos + size])
+        return (ReplyError(data.decode(errors="replace")) if kind == b"!" else data), pos + size + 2
     raise RespConnectionError(f"Redis sent a reply this client cannot read (type {kind!r})")
 
 
-class _Connection:
+class Connection:
     """One connection, read and written directly (`directio`): a round trip is one pass through trio's
     scheduler, the wait for the reply, and a send none."""
 
@@ -160,6 +192,25 @@ class _Connection:
         return replies
 
 
+async def connect(endpoint: Endpoint) -> Connection:
+    """A new connection, not set up (no AUTH, no SELECT); raises RespConnectionError."""
+    try:
+        if endpoint.path is not None:
+            stream = await trio.open_unix_socket(endpoint.path)
+        else:
+            stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)  # sets TCP_NODELAY
+    except OSError as exc:
+        raise RespConnectionError(f"ConnectionError: {exc}") from None
+    return Connection(stream)
+
+
+def auth_command(endpoint: Endpoint) -> list[Command]:
+    """AUTH for the endpoint's credentials, when it has any."""
+    if endpoint.password is None:
+        return []
+    return [["AUTH", *([endpoint.username] if endpoint.username else []), endpoint.password]]
+
+
 class RespPool:
     """Up to `max_connections` connections to one Redis; `execute` sends commands as one pipeline."""
 
@@ -167,7 +218,7 @@ class RespPool:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self._slots = trio.Semaphore(max_connections)
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._closed = False
         self.skips_replies: bool | None = None  # CLIENT REPLY SKIP works here; None until the first connection
 
@@ -213,7 +264,7 @@ class RespPool:
         return await self._use(await self._connect(deadline), commands, answered, deadline)
 
     async def _use(
-        self, connection: _Connection, commands: Sequence[Command], answered: bool, deadline: float
+        self, connection: Connection, commands: Sequence[Command], answered: bool, deadline: float
     ) -> list[Any]:
         """Send the commands and read their replies; unanswered, each goes behind a CLIENT REPLY SKIP."""
         skipped = not answered and bool(self.skips_replies)
@@ -234,24 +285,15 @@ class RespPool:
             self._idle.append(connection)
         return replies
 
-    async def _connect(self, deadline: float) -> _Connection:
+    async def _connect(self, deadline: float) -> Connection:
         with trio.fail_at(deadline):
             return await self._open()
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> Connection:
         endpoint = self.endpoint
-        try:
-            if endpoint.path is not None:
-                stream = await trio.open_unix_socket(endpoint.path)
-            else:
-                stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)  # sets TCP_NODELAY
-        except OSError as exc:
-            raise RespConnectionError(f"ConnectionError: {exc}") from None
-        connection = _Connection(stream)
-        setup: list[Command] = []
-        if endpoint.password is not None:
-            user = [endpoint.username] if endpoint.username else []
-            setup.append(["AUTH", *user, endpoint.password])
+        connection = await connect(endpoint)
+        stream = connection.stream
+        setup = auth_command(endpoint)
         if endpoint.db:
             setup.append(["SELECT", endpoint.db])
         probing = self.skips_replies is None

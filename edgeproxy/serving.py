@@ -91,14 +91,18 @@ class Serving:
         if self.cache is not None:
             report["cache"] = report["redis"] if self.cache.kind == "redis" else "local"
             report["cache_type"] = self.cache.kind
+            if self.cache.tracker is not None:
+                report["cache_key_tracking"] = self.cache.tracker.state
         return report
 
     async def answer(self, record: CallRecord, *, stream: bool, include_usage: bool) -> Answer:
         raw_controls = record.body.pop("cache", None)
         plan = self.cache.plan(record, raw_controls, stream=stream) if self.cache is not None else None
         reading = plan if self.cache is not None and plan is not None and plan.read else None
+        # Key tracking knows most misses without asking Redis (cache/tracking.py).
+        absent = self.cache is not None and reading is not None and self.cache.known_absent(reading)
         # The cache lookup rides along with the admission when both go to Redis: one round trip for the two.
-        lookup = self.cache.read_command(reading) if self.cache is not None and reading is not None else None
+        lookup = self.cache.read_command(reading) if self.cache is not None and reading and not absent else None
         try:
             ticket = await self.limits.admit(record.principal, record.call_id, also=() if lookup is None else [lookup])
         except RateLimitError:
@@ -108,7 +112,7 @@ class Serving:
         handed_over = False  # a stream settles its ticket when it ends
         entry: Entry | None = None  # the answer to store in the cache
         try:
-            hit = await self._look_up(reading, ticket) if reading is not None else None
+            hit = await self._look_up(reading, ticket, absent) if reading is not None else None
             self.accounting.admit(record)
             if hit is not None and plan is not None:
                 return self._from_cache(record, plan, hit, ticket, stream, include_usage)
@@ -129,9 +133,11 @@ class Serving:
                 with trio.CancelScope(shield=True):
                     await self._settle(ticket, record, entry)
 
-    async def _look_up(self, plan: CachePlan, ticket: Ticket) -> CachedAnswer | None:
+    async def _look_up(self, plan: CachePlan, ticket: Ticket, absent: bool) -> CachedAnswer | None:
         assert self.cache is not None
-        if ticket.also is not None:  # sent with the admission
+        if absent:
+            hit = None
+        elif ticket.also is not None:  # sent with the admission
             hit = self.cache.answer_from(ticket.also[0], plan)
         else:
             hit = await self.cache.lookup(plan)

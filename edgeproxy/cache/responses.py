@@ -15,9 +15,12 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from edgeproxy.cache.keys import CacheControls, cache_key, is_cache_hash, parse_controls
 from edgeproxy.cache.local import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, LocalLRU
 from edgeproxy.cache.store import CacheStore, LocalStore, RedisStore
+from edgeproxy.cache.tracking import KeyTracker
 from edgeproxy.calls import SSE_DONE, CallRecord, dumps, sse_event
 from edgeproxy.config import CacheSettings
 from edgeproxy.errors import InvalidRequestError
@@ -71,10 +74,12 @@ class CachedAnswer:
 
 
 class ResponseCache:
-    def __init__(self, settings: CacheSettings, store: CacheStore) -> None:
+    def __init__(self, settings: CacheSettings, store: CacheStore, tracker: KeyTracker | None = None) -> None:
         self.settings = settings
         self.store = store
         self.namespace = settings.namespace or DEFAULT_NAMESPACE
+        self.tracker = tracker  # which entries exist in Redis, when it tells us (cache/tracking.py)
+        self._closing = trio.Event()
         self._call_types = frozenset(CALL_TYPES[n] for n in settings.supported_call_types if n in CALL_TYPES)
 
     @property
@@ -101,6 +106,11 @@ class ResponseCache:
             ttl_s=ttl_s,
             max_age_s=controls.max_age_s,
         )
+
+    def known_absent(self, plan: CachePlan) -> bool:
+        """The entry certainly does not exist: a miss without asking Redis (key tracking)."""
+        tracker = self.tracker
+        return tracker is not None and plan.namespace == self.namespace and not tracker.may_exist(plan.hash)
 
     async def lookup(self, plan: CachePlan) -> CachedAnswer | None:
         try:
@@ -149,6 +159,8 @@ class ResponseCache:
         return Entry(plan.storage_key, dumps(entry), plan.ttl_s)
 
     async def write(self, entry: Entry) -> None:
+        if self.tracker is not None:
+            self.tracker.stored(entry.key)
         try:
             await self.store.put(entry.key, entry.value, entry.ttl_s)
         except RedisUnavailable as error:
@@ -174,6 +186,18 @@ class ResponseCache:
 
     async def ping(self) -> bool:
         return await self.store.ping()
+
+    async def serve(self) -> None:
+        """Key tracking, until `close` (nothing to do without it)."""
+        if self.tracker is None:
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.tracker.serve)
+            await self._closing.wait()
+            nursery.cancel_scope.cancel()
+
+    def close(self) -> None:
+        self._closing.set()
 
 
 def _decode(raw: bytes, max_age_s: float | None) -> CachedAnswer | None:
@@ -220,7 +244,11 @@ def open_response_cache(settings: CacheSettings, backend: RedisBackend | None) -
     if settings.type == "redis":
         if backend is None:  # config resolution refuses this; a second line of defence costs nothing
             raise ValueError("cache type redis without a Redis")
-        return ResponseCache(settings, RedisStore(backend))
+        endpoint = backend.native_endpoint
+        tracker = None
+        if endpoint is not None and settings.params.get("track_keys", True):
+            tracker = KeyTracker(backend, endpoint, settings.namespace or DEFAULT_NAMESPACE)
+        return ResponseCache(settings, RedisStore(backend), tracker)
     params = settings.params
     lru = LocalLRU(
         max_entries=int(params.get("max_entries") or DEFAULT_MAX_ENTRIES),

@@ -31,7 +31,8 @@ class CacheStore(Protocol):
     async def ping(self) -> bool: ...
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis glob pattern (SCAN MATCH)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
@@ -39,7 +40,7 @@ def _flush_namespace(client: Client, namespace: str) -> int:
     """UNLINK every key of one namespace, in batches; SCAN, because KEYS would block Redis on a big database."""
     deleted = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match=_glob_escape(namespace) + ":*", count=FLUSH_BATCH):
+    for key in client.scan_iter(match=glob_escape(namespace) + ":*", count=FLUSH_BATCH):
         batch.append(key)
         if len(batch) >= FLUSH_BATCH:
             deleted += int(client.unlink(*batch))

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+import trio
 
 from edgeproxy.config import Config, parse_config
 from tests.e2e.conftest import MASTER_KEY
@@ -97,6 +98,14 @@ def redis_config(
     litellm = {"cache": cache, "cache_params": params, **sections.pop("litellm_settings", {})}
     raw = {"model_list": models, "general_settings": general, "litellm_settings": litellm, **sections}
     return parse_config(raw, env={"EDGEPROXY_REDIS_PREFIX": space.prefix})
+
+
+async def key_tracking_on(proxy: Any) -> None:
+    """Wait (at most 10 s) until the proxy trusts its cache key tracking (edgeproxy/cache/tracking.py)."""
+    async with proxy.client() as client:
+        with trio.fail_after(10):
+            while (await client.get("/health/readiness")).json().get("cache_key_tracking") != "tracking":
+                await trio.sleep(0.01)
 
 
 def free_port() -> int:

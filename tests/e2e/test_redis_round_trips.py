@@ -10,7 +10,7 @@ import redis
 import trio
 
 from tests.e2e.conftest import create_key, openai_model, running_proxy
-from tests.e2e.redis_support import new_space, private_redis, redis_config
+from tests.e2e.redis_support import key_tracking_on, new_space, private_redis, redis_config
 from tests.fakes import FakeUpstream
 
 pytestmark = [
@@ -49,17 +49,24 @@ def round_trips(client: redis.Redis) -> dict[str, int]:
     """Commands received since the last reset, without those run by scripts and the reset itself."""
     stats = client.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(values["calls"]) for name, values in stats.items()}
-    return {name: n for name, n in calls.items() if name not in IN_SCRIPTS and name not in ("config|resetstat", "info")}
+    # PING: the key tracker's keep-alive on its own connection (cache/tracking.py), not a request's.
+    ignored = ("config|resetstat", "info", "ping")
+    return {name: n for name, n in calls.items() if name not in IN_SCRIPTS and name not in ignored}
 
 
-async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream) -> None:
-    """The exact path, for keys with max_parallel_requests: a script call per request, one more when it ends."""
+@pytest.mark.parametrize("tracking", [True, False], ids=["key-tracking", "no-key-tracking"])
+async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream, tracking: bool) -> None:
+    """The exact path, for keys with max_parallel_requests: a script call per request, one more when it ends.
+    With key tracking, a miss does not ask Redis for the entry."""
     with private_redis() as server, redis.Redis(port=server.port) as client:
-        config = redis_config([openai_model("m", fake)], new_space(server.url))
+        params = {"track_keys": tracking}
+        config = redis_config([openai_model("m", fake)], new_space(server.url), cache_params=params)
         url = config.general.database_url
         assert url is not None
         parallel = create_key(url, "sk-round-trips-par-0001", rpm_limit=100, max_parallel_requests=10)
         async with running_proxy(config) as proxy, proxy.client(parallel) as caller:
+            if tracking:
+                await key_tracking_on(proxy)
             await caller.post("/v1/chat/completions", json=CHAT)  # the miss that fills the cache
             await caller.post("/v1/chat/completions", json={**CHAT, "user": "warm"})  # a hit
             # Wait for the miss's deferred store, and two EVALs: the admit script loaded, one settlement sent.
@@ -79,8 +86,9 @@ async def test_a_cache_hit_costs_one_script_call_and_one_get(fake: FakeUpstream)
     # store the answer; the script sent with its text: a NOSCRIPT would go unseen.
     assert "x-litellm-cache-key" in answer.headers
     assert hit == {"evalsha": 1, "get": 1, "client|reply": 1, "eval": 1}
-    assert miss == {"evalsha": 1, "get": 1, "client|reply": 2, "set": 1, "eval": 1}
-    # Pipelined: the lookup goes with the admission; the settlement and the store, deferred, in one more send.
+    lookup = {} if tracking else {"get": 1}
+    assert miss == {"evalsha": 1, **lookup, "client|reply": 2, "set": 1, "eval": 1}
+    # Pipelined: the lookup (if any) goes with the admission; the settlement and the store, deferred, in one more.
     assert miss_reads == 2
 
 

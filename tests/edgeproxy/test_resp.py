@@ -16,7 +16,7 @@ import trio.testing
 
 from edgeproxy.redisclient import LuaScript, RedisBackend, RedisUnavailable
 from edgeproxy.redisconfig import RedisSettings
-from edgeproxy.resp import Endpoint, ReplyError, RespConnectionError, RespPool, endpoint_of
+from edgeproxy.resp import Endpoint, Push, ReplyError, RespConnectionError, RespPool, _Incomplete, _parse, endpoint_of
 from tests.e2e.redis_support import SHARED_REDIS_URL, free_port, private_redis, requires_redis
 from tests.edgeproxy.steps import counting_steps
 
@@ -290,3 +290,27 @@ async def test_a_round_trip_waits_once_and_a_send_not_at_all(pool: RespPool, pre
         assert await pool.execute([("GET", f"{prefix}:a")]) == [b"1"]
     assert sent_steps == 0
     assert counter.steps <= 1  # resumed once when the reply arrived (none if it was already there)
+
+
+def test_resp3_replies_that_a_tracking_connection_receives() -> None:
+    """HELLO 3's map, invalidations (pushes, a null for a flush), and RESP3's other scalar types."""
+    wire = (
+        b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n"
+        b">2\r\n$10\r\ninvalidate\r\n*2\r\n$3\r\nns:\r\n$4\r\nns:a\r\n"
+        b">2\r\n$10\r\ninvalidate\r\n_\r\n"
+        b"#t\r\n,1.5\r\n(12345678901234567890\r\n=7\r\ntxt:abc\r\n!5\r\nERR x\r\n~1\r\n:1\r\n"
+    )
+    buf = bytearray(wire)
+    replies, pos = [], 0
+    while pos < len(buf):
+        reply, pos = _parse(buf, pos)
+        replies.append(reply)
+    hello, invalidate, flushed, *scalars = replies
+    assert hello == {b"server": b"redis", b"proto": 3}
+    assert isinstance(invalidate, Push) and invalidate == [b"invalidate", [b"ns:", b"ns:a"]]
+    assert isinstance(flushed, Push) and flushed == [b"invalidate", None]
+    error = scalars.pop(4)
+    assert isinstance(error, ReplyError) and str(error) == "ERR x"
+    assert scalars == [True, 1.5, 12345678901234567890, b"txt:abc", [1]]
+    with pytest.raises(_Incomplete):
+        _parse(bytearray(b">2\r\n$10\r\ninvalidate\r\n*2\r\n$3\r\nns:\r\n"), 0)  # cut short: read more
