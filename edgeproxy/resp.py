@@ -173,6 +173,22 @@ class Connection:
             if waited.cancelled_caught:
                 raise trio.TooSlowError
 
+    def read_ready(self) -> list[Any] | None:
+        """The complete replies already received, without waiting (None: the server closed the connection)."""
+        data = directio.read_now(self.fd, READ_SIZE)
+        if data == b"":
+            return None
+        if data:
+            self.buf += data
+        replies: list[Any] = []
+        while True:
+            try:
+                reply, pos = _parse(self.buf, 0)
+            except _Incomplete:
+                return replies
+            replies.append(reply)
+            del self.buf[:pos]
+
     async def read(self, count: int, deadline: float = math.inf) -> list[Any]:
         """`count` replies; trio.TooSlowError if they have not arrived by `deadline`."""
         replies: list[Any] = []

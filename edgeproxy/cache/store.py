@@ -63,9 +63,9 @@ class RedisStore:
         return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        # Nobody waits for a store: it goes with this process's next pipeline (ahead of its lookups), or a
-        # moment later (RedisBackend.defer).
-        self.backend.defer([("SET", key, value, "PX", max(1, round(ttl_s * 1000)))])
+        # Nobody waits for a store: it goes with this process's next pipeline (ahead of its lookups), or within
+        # a few milliseconds with other stores (RedisBackend.defer).
+        self.backend.defer([("SET", key, value, "PX", max(1, round(ttl_s * 1000)))], can_wait=True)
 
     def get_command(self, key: str) -> Command:
         return ("GET", key)
@@ -73,9 +73,13 @@ class RedisStore:
     async def delete(self, keys: Sequence[str]) -> int:
         if not keys:
             return 0
+        # Stores still waiting to leave would bring entries back afterwards: sent first, and answered (so Redis
+        # has run them before the deletion, which goes on another connection).
+        await self.backend.execute([])
         return int(await self.backend.run(lambda client: client.unlink(*keys)))
 
     async def flush(self, namespace: str) -> int:
+        await self.backend.execute([])  # as in `delete`
         return await self.backend.run(lambda client: _flush_namespace(client, namespace))
 
     async def ping(self) -> bool:

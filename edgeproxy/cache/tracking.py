@@ -33,6 +33,7 @@ from edgeproxy.resp import Connection, Endpoint, Push, ReplyError, RespConnectio
 
 log = logging.getLogger("edgeproxy.cache")
 
+RECEIVE_INTERVAL_S = 0.1  # how often notices no lookup has taken are (read buffers stay small)
 PING_INTERVAL_S = 5.0  # how soon a connection that died without closing is noticed (plus the socket timeout)
 RETRY_INTERVAL_S = 1.0
 SCAN_COUNT = 1000
@@ -65,6 +66,7 @@ class KeyTracker:
         self._filling: list[PresenceFilter] = []  # what invalidations and stores go into (the trusted one, a new one)
         self._full = trio.Event()
         self._pong = trio.Event()
+        self._connection: Connection | None = None  # the tracking connection, while open
         self.state = "starting"  # /health/readiness: tracking | seeding | reconnecting | unavailable (...)
 
     # ---------------------------------------------------------------- per request
@@ -72,7 +74,30 @@ class KeyTracker:
     def may_exist(self, digest: str) -> bool:
         """False only when the entry certainly does not exist."""
         trusted = self.trusted
+        if trusted is None or trusted.might_contain(digest):
+            return True
+        # Absent as far as we have read: first take the invalidations already here, without waiting (a read that
+        # finds nothing costs ~1 µs), so that an entry Redis has stored is found by every instance that asks.
+        if not self._take_delivered():
+            return False
+        trusted = self.trusted
         return trusted is None or trusted.might_contain(digest)
+
+    def _take_delivered(self) -> bool:
+        """Apply what the tracking connection has received; True when there was something (or it closed)."""
+        connection = self._connection
+        if connection is None:
+            return False
+        try:
+            messages = connection.read_ready()
+        except OSError:
+            messages = None
+        if messages is None:  # closed: `_receive` finds out too, and the tracker reconnects
+            self.trusted = None
+            return True
+        for message in messages:
+            self._apply(message)
+        return bool(messages)
 
     def stored(self, storage_key: str) -> None:
         """This instance stores an entry (its SET may still be on its way: a lookup must then ask)."""
@@ -110,6 +135,7 @@ class KeyTracker:
             connection = await connect(self.endpoint)
         try:
             await self._start_tracking(connection)
+            self._connection = connection
             lost: list[BaseException] = []
             async with trio.open_nursery() as nursery:
 
@@ -128,6 +154,7 @@ class KeyTracker:
                 error = lost[0]
                 raise error if not isinstance(error, OSError) else RespConnectionError(str(error))
         finally:
+            self._connection = None
             await trio.aclose_forcefully(connection.stream)
 
     async def _start_tracking(self, connection: Connection) -> None:
@@ -149,22 +176,31 @@ class KeyTracker:
                 raise _Refused(f"{' '.join(str(part) for part in command[:2])}: {reply}")
 
     async def _receive(self, connection: Connection) -> None:
-        """Invalidations into the filters; anything else is a PING's answer."""
+        """What arrives, taken now and then: lookups that would say "absent" take it first anyway (may_exist),
+        so waking up for every notice (one per batch of stores, ours included) would only cost CPU."""
         while True:
-            (message,) = await connection.read(1)
-            if not isinstance(message, Push):
-                self._pong.set()
-            elif len(message) >= 2 and message[0] == b"invalidate":
-                keys = message[1]
-                if keys is None:  # FLUSHDB / FLUSHALL: every entry is gone
-                    for presence in self._filling:
-                        presence.clear()
-                    continue
-                prefix = len(self.prefix)
-                for key in keys:
-                    digest = key[prefix:].decode(errors="replace") if isinstance(key, bytes) else ""
-                    if is_cache_hash(digest):
-                        self._add(digest)
+            await trio.sleep(RECEIVE_INTERVAL_S)
+            messages = connection.read_ready()
+            if messages is None:
+                raise RespConnectionError("Redis closed the key-tracking connection")
+            for message in messages:
+                self._apply(message)
+
+    def _apply(self, message: Any) -> None:
+        """An invalidation into the filters; anything else is a PING's answer."""
+        if not isinstance(message, Push):
+            self._pong.set()
+        elif len(message) >= 2 and message[0] == b"invalidate":
+            keys = message[1]
+            if keys is None:  # FLUSHDB / FLUSHALL: every entry is gone
+                for presence in self._filling:
+                    presence.clear()
+                return
+            prefix = len(self.prefix)
+            for key in keys:
+                digest = key[prefix:].decode(errors="replace") if isinstance(key, bytes) else ""
+                if is_cache_hash(digest):
+                    self._add(digest)
 
     async def _keep_alive(self, connection: Connection) -> None:
         """A PING now and then: a connection that died without closing must not be trusted for long."""

@@ -100,6 +100,15 @@ def redis_config(
     return parse_config(raw, env={"EDGEPROXY_REDIS_PREFIX": space.prefix})
 
 
+async def stored_entries(space: RedisSpace, at_least: int = 1) -> list[bytes]:
+    """The cache entries of the space's namespace, once there are `at_least` (stores leave a few ms after the
+    answer, RedisBackend.defer); at most 5 s."""
+    with space.client() as client, trio.fail_after(5):
+        while len(keys := list(client.scan_iter(match=f"{space.namespace}:*", count=10_000))) < at_least:
+            await trio.sleep(0.005)
+        return keys
+
+
 async def key_tracking_on(proxy: Any) -> None:
     """Wait (at most 10 s) until the proxy trusts its cache key tracking (edgeproxy/cache/tracking.py)."""
     async with proxy.client() as client:

@@ -13,7 +13,7 @@ import trio
 from edgeproxy.config import parse_config
 from storage import Storage
 from tests.e2e.conftest import MASTER_KEY, create_key, openai_model, running_proxy
-from tests.e2e.redis_support import RedisSpace, redis_config, redis_space, requires_redis
+from tests.e2e.redis_support import RedisSpace, redis_config, redis_space, requires_redis, stored_entries
 from tests.fakes import DEFAULT_REPLY, FakeUpstream
 
 pytestmark = [pytest.mark.redis, requires_redis]
@@ -120,8 +120,9 @@ async def test_cache_controls(fake: FakeUpstream, space: RedisSpace) -> None:
         assert other.headers["x-litellm-cache-key"].startswith(f"{space.namespace}.other:")
 
         await ask("short ttl", ttl=30)
+        entries = await stored_entries(space, 4)  # "no-store", "never stored" (asked again), "namespaced", "short ttl"
         with space.client() as r:
-            ttls = {k: r.pttl(k) for k in r.scan_iter(match=f"{space.namespace}:*", count=10_000)}
+            ttls = {k: r.pttl(k) for k in entries}
         assert any(0 < ttl <= 30_000 for ttl in ttls.values())  # ttl: stored for 30 s...
         assert any(590_000 < ttl <= 600_000 for ttl in ttls.values())  # ...others for the configured 600 s
 
@@ -138,8 +139,8 @@ async def test_entries_expire_after_their_ttl(fake: FakeUpstream, space: RedisSp
     async with running_proxy(config) as proxy, proxy.client() as client:
         first = await client.post("/v1/chat/completions", json=CHAT)
         assert first.status_code == 200
+        (key,) = await stored_entries(space)
         with space.client() as r:
-            (key,) = list(r.scan_iter(match=f"{space.namespace}:*", count=10_000))
             assert 0 < r.pttl(key) <= 2000  # Redis itself drops it after the ttl
             hit = await client.post("/v1/chat/completions", json=CHAT)
             assert "x-litellm-cache-key" in hit.headers
@@ -173,10 +174,17 @@ async def test_two_proxies_share_the_cache(fake: FakeUpstream, space: RedisSpace
         first.client() as a,
         second.client() as b,
     ):
+        # A store leaves within a few milliseconds of its answer (RedisBackend.defer): the other instance finds
+        # the entry once Redis has it.
         assert (await a.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        await stored_entries(space, 1)
         answer = await b.post("/v1/chat/completions", json=CHAT)
-        embedded = [await c.post("/v1/embeddings", json={"model": "m", "input": "hi"}) for c in (a, b)]
-        texts = [await c.post("/v1/completions", json={"model": "m", "prompt": "Say hi"}) for c in (b, a)]
+        embedded = [await a.post("/v1/embeddings", json={"model": "m", "input": "hi"})]
+        await stored_entries(space, 2)
+        embedded.append(await b.post("/v1/embeddings", json={"model": "m", "input": "hi"}))
+        texts = [await b.post("/v1/completions", json={"model": "m", "prompt": "Say hi"})]
+        await stored_entries(space, 3)
+        texts.append(await a.post("/v1/completions", json={"model": "m", "prompt": "Say hi"}))
     assert "x-litellm-cache-key" in answer.headers
     assert "x-litellm-cache-key" in embedded[1].headers and embedded[1].json()["data"] == embedded[0].json()["data"]
     assert "x-litellm-cache-key" in texts[1].headers

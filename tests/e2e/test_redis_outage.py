@@ -13,7 +13,7 @@ import redis
 import trio
 
 from tests.e2e.conftest import Proxy, create_key, openai_model, running_proxy
-from tests.e2e.redis_support import PrivateRedis, new_space, private_redis, redis_config
+from tests.e2e.redis_support import PrivateRedis, new_space, private_redis, redis_config, stored_entries
 from tests.e2e.test_rate_limits import refused_within
 from tests.fakes import FakeUpstream
 from tests.storage.pg import temporary_pg_url
@@ -47,7 +47,8 @@ async def wait_subscribers(server: PrivateRedis, channel: str, count: int) -> No
 @pytest.mark.postgres
 async def test_killed_and_restarted_redis_fails_no_request_and_sharing_resumes(fake: FakeUpstream) -> None:
     with temporary_pg_url() as url, private_redis() as server:
-        config = redis_config([openai_model("m", fake)], new_space(server.url), database_url=url)
+        space = new_space(server.url)
+        config = redis_config([openai_model("m", fake)], space, database_url=url)
         assert config.redis is not None
         key = create_key(url, "sk-outage-limited-00001", rpm_limit=1000)
         async with (
@@ -57,6 +58,7 @@ async def test_killed_and_restarted_redis_fails_no_request_and_sharing_resumes(f
             second.client(key) as b,
         ):
             assert (await a.post("/v1/chat/completions", json=chat("before"))).status_code == 200
+            await stored_entries(space, 1)  # a store leaves within a few milliseconds (RedisBackend.defer)
             shared = await b.post("/v1/chat/completions", json=chat("before"))
             assert "x-litellm-cache-key" in shared.headers  # Redis up: the instances share the cache
 
@@ -70,6 +72,7 @@ async def test_killed_and_restarted_redis_fails_no_request_and_sharing_resumes(f
             await wait_connected(first, second)
             await wait_subscribers(server, f"{config.redis.prefix}:events", 2)
             again = await a.post("/v1/chat/completions", json=chat("after"))
+            await stored_entries(space, 1)  # the restarted Redis is empty
             shared_again = await b.post("/v1/chat/completions", json=chat("after"))
     assert [r.status_code for r in during] == [200, 200, 200, 200]
     assert all("x-litellm-cache-key" not in r.headers for r in during)  # misses: every one went upstream

@@ -9,6 +9,7 @@ import pytest
 import redis
 import trio
 
+from edgeproxy import redisclient
 from tests.e2e.conftest import create_key, openai_model, running_proxy
 from tests.e2e.redis_support import key_tracking_on, new_space, private_redis, redis_config
 from tests.fakes import FakeUpstream
@@ -18,6 +19,13 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
 ]
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "count my round trips"}]}
+
+
+@pytest.fixture(autouse=True)
+def deferred_commands_leave_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted per request: each request's deferred commands (settlement, store) leave before the next request,
+    rather than riding with its pipeline as they may within RedisBackend's window."""
+    monkeypatch.setattr(redisclient, "DEFER_WINDOW_S", 0.0)
 
 
 # Commands the rate-limit scripts run inside Redis (counted by commandstats, but no round trip of ours).

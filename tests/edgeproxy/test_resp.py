@@ -314,3 +314,23 @@ def test_resp3_replies_that_a_tracking_connection_receives() -> None:
     assert scalars == [True, 1.5, 12345678901234567890, b"txt:abc", [1]]
     with pytest.raises(_Incomplete):
         _parse(bytearray(b">2\r\n$10\r\ninvalidate\r\n*2\r\n$3\r\nns:\r\n"), 0)  # cut short: read more
+
+
+async def test_deferred_stores_wait_for_company_and_a_settlement_takes_them_along() -> None:
+    """Each write wakes Redis (costing our CPU too): cache stores wait a moment for company; a settlement, which
+    another instance may be waiting for, goes at once with whatever waits."""
+    with private_redis() as server, redis.Redis(port=server.port) as admin:
+        backend = RedisBackend(RedisSettings(url=server.url), defer_window_s=60)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(backend.serve_deferred)
+                backend.defer([("SET", "store", "1")], can_wait=True)
+                await trio.sleep(0.05)  # long enough for serve_deferred to have sent it, had it not waited
+                assert not admin.exists("store")
+                backend.defer([("SET", "settlement", "2")])
+                with trio.fail_after(5):
+                    while admin.exists("store", "settlement") < 2:
+                        await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        finally:
+            await backend.aclose()
