@@ -185,6 +185,7 @@ class CacheSettings:
     ttl_s: float = 600.0
     namespace: str | None = None
     supported_call_types: tuple[str, ...] = DEFAULT_CACHED_CALL_TYPES
+    track_keys: bool = True  # Redis key tracking (edgeproxy/cache/tracking.py)
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -439,7 +440,6 @@ def _cache(enabled: bool, raw: Any, env: Mapping[str, str]) -> CacheSettings:
         raise ConfigError(f"litellm_settings.cache_params.type: {cache_type!r} is not supported; use redis or local")
     for bound in ("max_entries", "max_size_bytes"):  # the local cache's limits (edgeproxy/cache/local.py)
         c.get(bound, lambda v, p: as_int(v, p, minimum=1))
-    c.get("track_keys", as_bool)  # Redis key tracking (edgeproxy/cache/tracking.py), on unless false
     return CacheSettings(
         enabled=enabled,
         type=cache_type,
@@ -450,6 +450,7 @@ def _cache(enabled: bool, raw: Any, env: Mapping[str, str]) -> CacheSettings:
         ttl_s=c.get("ttl", as_number, 600.0),
         namespace=c.get("namespace", as_str),
         supported_call_types=c.get("supported_call_types", as_str_list, DEFAULT_CACHED_CALL_TYPES),
+        track_keys=c.get("track_keys", as_bool, True),
         params={k: v for k, v in c.raw.items() if v is not None},
     )
 

@@ -246,7 +246,7 @@ def open_response_cache(settings: CacheSettings, backend: RedisBackend | None) -
             raise ValueError("cache type redis without a Redis")
         endpoint = backend.native_endpoint
         tracker = None
-        if endpoint is not None and settings.params.get("track_keys", True):
+        if endpoint is not None and settings.track_keys:
             tracker = KeyTracker(backend, endpoint, settings.namespace or DEFAULT_NAMESPACE)
         return ResponseCache(settings, RedisStore(backend), tracker)
     params = settings.params

@@ -12,8 +12,9 @@ missed), added to on every invalidation and on this instance's own stores, rebui
 Lookups trust it only while its connection is up and its seed complete; before that, and from the moment the
 connection is lost (or a PING goes unanswered) until a new one is seeded, every lookup asks Redis as before.
 
-What can go wrong is a miss that could have been a hit, never a wrong answer: an entry another instance stored
-a moment ago whose invalidation has not arrived yet, as if the two requests had come at the same time.
+The notices are read now and then (`_receive`), and by every lookup that would otherwise say "absent"
+(`may_exist`), so an entry Redis holds is found by every instance that asks. What can go wrong is a miss that
+could have been a hit, never a wrong answer: an entry whose notice is still on the wire.
 Only on edgeproxy's own Redis connections (one server, `redis://` or `unix://`); with Sentinel, a cluster or TLS,
 or a Redis that refuses tracking (before 6.0, an ACL without CLIENT), every lookup asks Redis.
 """

@@ -73,6 +73,8 @@ def test_master_key_from_environment() -> None:
         (minimal(router_settings={"num_retries": -1}), "router_settings.num_retries"),
         (minimal(general_settings={"background_health_checks": "maybe"}), "general_settings.background_health_checks"),
         (minimal(litellm_settings={"cache_params": {"type": "memcached"}}), "cache_params.type"),
+        (minimal(litellm_settings={"cache_params": {"track_keys": "sometimes"}}),
+         "litellm_settings.cache_params.track_keys: expected true or false"),
     ],
 )  # fmt: skip
 def test_wrong_values_name_the_path(raw: dict[str, Any], expected: str) -> None:
@@ -81,6 +83,16 @@ def test_wrong_values_name_the_path(raw: dict[str, Any], expected: str) -> None:
     message = str(raised.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_key_tracking_is_on_unless_switched_off_also_from_the_environment() -> None:
+    def tracks(params: dict[str, Any], env: dict[str, str]) -> bool:
+        raw = minimal(litellm_settings={"cache": True, "cache_params": {"type": "redis", "host": "h", **params}})
+        return parse_config(raw, env=env).litellm.cache.track_keys
+
+    assert tracks({}, {})
+    assert not tracks({"track_keys": False}, {})
+    assert not tracks({"track_keys": "os.environ/TRACK"}, {"TRACK": "false"})  # a string, read as a boolean
 
 
 def test_unknown_keys_warn_with_closest_name(caplog: pytest.LogCaptureFixture) -> None:
