@@ -69,7 +69,7 @@ class RedisBackend:
         *,
         retry_interval_s: float = RETRY_INTERVAL_S,
         log_interval_s: float = LOG_INTERVAL_S,
-        defer_window_s: float | None = None,  # DEFER_WINDOW_S
+        defer_window_s: float | None = None,  # None: DEFER_WINDOW_S as it is when built (tests may patch it)
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # redis is imported only when a Redis is configured: a proxy without one saves its 6 MiB of memory.
