@@ -225,9 +225,13 @@ class Metrics:
         current = frozenset((row["model_group"], row["deployment_id"]) for row in rows)
         if current != self._deployments:
             # After a config reload: drop deployments that are gone (children are re-created below; this
-            # happens only when the set changes, so the multiprocess value objects do not pile up).
-            self.healthy.clear()
-            self.cooldown.clear()
+            # happens only when the set changes, so the multiprocess value objects do not pile up). Not on the
+            # first refresh, with nothing to drop; not with workers, where the values live in files that
+            # prometheus-client cannot remove from (it only warns), so a removed deployment keeps its last
+            # value there until the restart (README, Metrics).
+            if self._deployments and not self.multiprocess:
+                self.healthy.clear()
+                self.cooldown.clear()
             self._deployments = current
         for row in rows:
             labels = (row["model_group"], row["deployment_id"])

@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -47,7 +48,9 @@ def _hypercorn_config(config: Config, host: str, port: int, reuse_port: bool) ->
     hc.backlog = 2048
     hc.include_server_header = False
     # hypercorn sets SO_REUSEPORT when it believes it runs several workers; each of ours binds its own socket.
+    # Its serve() then warns that `workers` has no effect there, which is the point: not for the log.
     hc.workers = 2 if reuse_port else 1
+    warnings.filterwarnings("ignore", "The config `workers` has no affect", Warning, "hypercorn.trio")
     return hc
 
 

@@ -93,11 +93,14 @@ async def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
         body = {"model": "demo", "messages": HELLO}
         async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
             statuses = [(await client.post("/v1/chat/completions", json=body)).status_code for _ in range(10)]
+            scrape = await client.get("/metrics")  # refreshes the gauges, which warned in multiprocess mode
         server.send(signal.SIGTERM)
         code = await server.wait()
     assert len(children) >= 2  # two worker processes (multiprocessing may add a resource tracker)
     assert statuses == [200] * 10
+    assert scrape.status_code == 200 and "edgeproxy_requests_total" in scrape.text
     assert code == 0, server.log.read_text()
+    assert "Warning" not in server.log.read_text()  # hypercorn's and prometheus-client's, printed at each start
 
 
 @pytest.mark.parametrize(

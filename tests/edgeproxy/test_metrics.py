@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
+import pytest
+from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgeproxy.auth import Principal
@@ -89,3 +92,21 @@ def test_the_grafana_dashboard_uses_only_families_we_export() -> None:
     exported = {name for name, _ in samples(metrics)}
     assert used and used <= exported, used - exported
     assert {"edgeproxy_requests_total", "edgeproxy_team_spend_usd_total", "edgeproxy_budget_remaining_usd"} <= used
+
+
+def test_workers_refresh_gauges_without_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multiprocess mode (`--workers N`): prometheus-client cannot drop a series from its files and warns on
+    every clear(), which printed a warning at each worker's start. Refreshing, also after a reload, warns not."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    # Chosen when prometheus-client is imported, before this test set the directory: the workers' file values.
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+    metrics = Metrics(multiprocess=True)
+    row = {"model_group": "m", "deployment_id": "a", "healthy": False, "cooling_down_until": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics.refresh([row], 0)
+        metrics.refresh([{**row, "deployment_id": "b", "healthy": True}], 0)  # a reload replaced "a" with "b"
+        found = samples(metrics)
+    assert found[("edgeproxy_deployment_healthy", (("deployment", "b"), ("model_group", "m")))] == 1
+    # What the files cannot forget (README, Metrics): "a" keeps its last value until the restart.
+    assert found[("edgeproxy_deployment_healthy", (("deployment", "a"), ("model_group", "m")))] == 0
