@@ -148,6 +148,10 @@ class ProxyProcess:
             command = ["taskset", "-c", self.pin, *command]
         self.process = subprocess.Popen(command, cwd=self.path.parent)
         wait_for(self.url + "/health/liveliness")
+        # One worker answering is not all of them listening: SO_REUSEPORT spreads new connections over the
+        # sockets that listen when they arrive, and wrk's keep-alive connections stay where they land, so a
+        # run started early measures one worker however many there are.
+        wait_until_listening(self.port, self.workers)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -234,6 +238,21 @@ def services_on_load_core() -> Iterator[list[str]]:
         for tid, before in moved.items():
             with suppress(OSError):
                 os.sched_setaffinity(tid, before)
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:`port` (one per worker under SO_REUSEPORT), from /proc/net/tcp."""
+    local = f"0100007F:{port:04X}"
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1] == local and row.split()[3] == "0A")  # 0A: LISTEN
+
+
+def wait_until_listening(port: int, sockets: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while listening_sockets(port) < sockets:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{sockets} workers did not all listen on port {port} within {timeout_s} s")
+        time.sleep(0.05)
 
 
 def _children(pid: int) -> list[int]:
