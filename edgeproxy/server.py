@@ -30,6 +30,7 @@ from edgeproxy.app import create_app
 from edgeproxy.calllog import setup_logging
 from edgeproxy.config import Config
 from edgeproxy.gateway import open_gateway, open_storage
+from edgeproxy.mallocarenas import limit_malloc_arenas
 from edgeproxy.metrics import MULTIPROC_ENV
 from edgeproxy.onewrite import install as send_heads_with_bodies
 
@@ -230,10 +231,12 @@ def migrate_database(config: Config) -> None:
 
 
 def run(config: Config, host: str, port: int) -> None:
+    limit_malloc_arenas()  # before the first thread (mallocarenas.py)
     trio.run(partial(serve, config, host, port))
 
 
 def _worker_main(config: Config, host: str, port: int, log_level: str, log_format: str, state_dir: Path) -> None:
+    limit_malloc_arenas()
     setup_logging(log_level, log_format, worker=True)
     trio.run(partial(serve, config, host, port, reuse_port=True, state_dir=state_dir))
 
