@@ -136,7 +136,7 @@ async def _read_requests(server: Any) -> None:
         try:
             data = directio.read_now(sock.fileno(), MAX_RECV)
             if data is None:
-                data = await directio.read(sock, MAX_RECV, timeout)
+                data = await directio.read(sock, MAX_RECV, timeout, found_nothing=True)
             else:
                 # It was there already (an upload, pipelined requests): still let other tasks run between reads,
                 # so a client that keeps sending cannot hold the event loop.
