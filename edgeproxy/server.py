@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -37,6 +38,7 @@ from edgeproxy.onewrite import install as send_heads_with_bodies
 log = logging.getLogger("edgeproxy.server")
 # How long a thread holding the GIL may keep it once another thread wants it (Python's default: 5 ms).
 GIL_SWITCH_INTERVAL_S = 0.001
+SIBLING_WAIT_S = 15.0  # how long a worker ready to listen waits for the others (one may have failed to start)
 
 
 def _hypercorn_config(config: Config, host: str, port: int, reuse_port: bool) -> HypercornConfig:
@@ -157,11 +159,13 @@ async def serve(
     reuse_port: bool = False,
     stop: trio.Event | None = None,
     state_dir: Path | None = None,
+    siblings: Any = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `stop` is set or SIGTERM/SIGINT arrives; reports the bound addresses when listening.
 
     `state_dir`: a directory shared by the workers of one `--workers N` run (alert de-duplication).
+    `siblings`: that run's multiprocessing Barrier, which every worker passes before it listens.
     """
     stop = trio.Event() if stop is None else stop
     # The event loop lets go of the GIL at every socket call; while another thread runs Python (the spend
@@ -172,7 +176,7 @@ async def serve(
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
-        await _serve(config, host, port, reuse_port, stop, state_dir, task_status)
+        await _serve(config, host, port, reuse_port, stop, state_dir, siblings, task_status)
     finally:
         sys.setswitchinterval(switch_interval)
 
@@ -184,6 +188,7 @@ async def _serve(
     reuse_port: bool,
     stop: trio.Event,
     state_dir: Path | None,
+    siblings: Any,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     async with open_gateway(config) as gw, trio.open_nursery() as nursery:
@@ -200,6 +205,8 @@ async def _serve(
         async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
             hc = _hypercorn_config(config, host, port, reuse_port)
             send_heads_with_bodies()
+            if siblings is not None:
+                await _wait_for_siblings(siblings, stop)
             with trio.CancelScope() as http_scope:
                 async with trio.open_nursery() as http:
                     binds = await http.start(partial(hypercorn_serve, tracker, hc, shutdown_trigger=stop.wait))
@@ -220,6 +227,30 @@ async def _serve(
         task_status.started(binds)
 
 
+async def _wait_for_siblings(barrier: Any, stop: trio.Event) -> None:
+    """`--workers N`: listen once every worker is ready to.
+
+    SO_REUSEPORT hands a new connection to one of the sockets listening when it arrives, and a kept-alive
+    connection stays where it landed: clients that connected while the second worker was still importing (about
+    a second) stayed on the first one for as long as they kept their pools busy. A worker that never comes (it
+    failed to start) holds the others up for SIBLING_WAIT_S at most; one that is stopped meanwhile lets them go.
+    """
+    async with trio.open_nursery() as nursery:
+
+        async def all_ready() -> None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                await trio.to_thread.run_sync(barrier.wait, SIBLING_WAIT_S, abandon_on_cancel=True)
+            nursery.cancel_scope.cancel()
+
+        async def stopped() -> None:
+            await stop.wait()
+            barrier.abort()  # the others stop waiting for a worker that will not serve
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(all_ready)
+        nursery.start_soon(stopped)
+
+
 def migrate_database(config: Config) -> None:
     """Check the database and bring its schema up to date before serving (StartupError if it cannot be).
 
@@ -235,10 +266,12 @@ def run(config: Config, host: str, port: int) -> None:
     trio.run(partial(serve, config, host, port))
 
 
-def _worker_main(config: Config, host: str, port: int, log_level: str, log_format: str, state_dir: Path) -> None:
+def _worker_main(
+    config: Config, host: str, port: int, log_level: str, log_format: str, state_dir: Path, siblings: Any
+) -> None:
     limit_malloc_arenas()
     setup_logging(log_level, log_format, worker=True)
-    trio.run(partial(serve, config, host, port, reuse_port=True, state_dir=state_dir))
+    trio.run(partial(serve, config, host, port, reuse_port=True, state_dir=state_dir, siblings=siblings))
 
 
 def run_workers(config: Config, host: str, port: int, workers: int, log_level: str, log_format: str = "text") -> int:
@@ -257,9 +290,10 @@ def run_workers(config: Config, host: str, port: int, workers: int, log_level: s
 
 def _run_processes(config: Config, host: str, port: int, workers: int, extra: tuple[Any, ...]) -> int:
     context = multiprocessing.get_context("spawn")
+    siblings = context.Barrier(workers)  # passed by each worker before it listens (_wait_for_siblings)
     processes: list[Any] = []
     for _ in range(workers):
-        process = context.Process(target=_worker_main, args=(config, host, port, *extra), daemon=False)
+        process = context.Process(target=_worker_main, args=(config, host, port, *extra, siblings), daemon=False)
         process.start()
         processes.append(process)
 
