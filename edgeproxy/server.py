@@ -231,9 +231,10 @@ async def _wait_for_siblings(barrier: Any, stop: trio.Event) -> None:
     """`--workers N`: listen once every worker is ready to.
 
     SO_REUSEPORT hands a new connection to one of the sockets listening when it arrives, and a kept-alive
-    connection stays where it landed: clients that connected while the second worker was still importing (about
-    a second) stayed on the first one for as long as they kept their pools busy. A worker that never comes (it
-    failed to start) holds the others up for SIBLING_WAIT_S at most; one that is stopped meanwhile lets them go.
+    connection stays where it landed: clients that connected while the second worker was still starting (it
+    listened up to ~300 ms after the first, measured) stayed on the first one for as long as they kept their pools
+    busy. A worker that never comes (it failed to start) holds the others up for SIBLING_WAIT_S at most; one that
+    is stopped meanwhile lets them go.
     """
     async with trio.open_nursery() as nursery:
 
