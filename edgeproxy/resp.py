@@ -183,29 +183,28 @@ class Connection:
         replies: list[Any] = []
         while True:
             try:
-                reply, pos = _parse(self.buf, 0)
+                replies.append(self._take_reply())
             except _Incomplete:
                 return replies
-            replies.append(reply)
-            del self.buf[:pos]
 
     async def read(self, count: int, deadline: float = math.inf) -> list[Any]:
         """`count` replies; trio.TooSlowError if they have not arrived by `deadline`."""
         replies: list[Any] = []
-        pos = 0
         while len(replies) < count:
             try:
-                reply, pos = _parse(self.buf, pos)
+                replies.append(self._take_reply())
             except _Incomplete:
                 data = await directio.read(self.stream.socket, READ_SIZE, max(0.0, deadline - trio.current_time()))
                 if not data:
                     raise RespConnectionError("Redis closed the connection") from None
                 self.buf += data
-                continue
-            replies.append(reply)
-            del self.buf[:pos]
-            pos = 0
         return replies
+
+    def _take_reply(self) -> Any:
+        """The first reply in the buffer, taken out of it; _Incomplete while it has not all arrived."""
+        reply, end = _parse(self.buf, 0)
+        del self.buf[:end]
+        return reply
 
 
 async def connect(endpoint: Endpoint) -> Connection:
