@@ -34,6 +34,7 @@ from edgeproxy.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
+from edgeproxy.jsonwriter import writer
 from edgeproxy.plainhttp import PlainPool
 from edgeproxy.providers import get_provider
 from edgeproxy.providers.base import CallType, Provider, StreamTranslator, UpstreamRequest, Usage, WireChunk
@@ -149,12 +150,12 @@ def _request_headers(target: _Target, given: Mapping[str, str], body: bytes | No
     return headers
 
 
-# As httpx encoded `json=`: compact, UTF-8, and NaN refused (it is not JSON). One encoder, not one per call.
-_REQUEST_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# As httpx encoded `json=`: compact, UTF-8, and NaN refused (it is not JSON).
+_request_json = writer(allow_nan=False)
 
 
 def _encode_json(obj: Any) -> bytes:
-    return _REQUEST_JSON.encode(obj).encode("utf-8")
+    return _request_json(obj).encode("utf-8")
 
 
 class Upstreams:
