@@ -14,7 +14,6 @@ Canonical means: JSON with sorted keys and no spaces, and whole floats written a
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from edgeproxy.errors import InvalidRequestError, PermissionDeniedError
+from edgeproxy.jsonwriter import writer
 from edgeproxy.providers.base import CallType
 
 # Delivery, billing and tracing fields: they never change what the model answers.
@@ -63,9 +63,7 @@ def canonical(value: Any) -> Any:
     return value
 
 
-# One encoder for every key: json.dumps with options builds a new one per call (a third of what a key costs).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_canonical_json = _CANONICAL.encode
+_canonical_json = writer(sort_keys=True, allow_nan=False)
 _json_string = encode_basestring  # a str as the encoder above writes it
 
 
@@ -101,6 +99,9 @@ class CacheControls:
     namespace: str | None = None  # read and write under this namespace instead of the configured one
 
 
+NO_CONTROLS = CacheControls()  # most requests: made once (a frozen dataclass is slow to build)
+
+
 def _seconds(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise InvalidRequestError(f"cache.{name} must be a number of seconds >= 0", param=f"cache.{name}")
@@ -114,7 +115,7 @@ def parse_controls(raw: Any, allowed: Sequence[str] | None) -> CacheControls:
     (but still need permission when the key has a list).
     """
     if raw is None:
-        return CacheControls()
+        return NO_CONTROLS
     if not isinstance(raw, dict):
         raise InvalidRequestError("'cache' must be an object like {\"no-cache\": true}", param="cache")
     if allowed:
