@@ -22,6 +22,7 @@ a timeout raises `RespConnectionError` and the connection is dropped, never retu
 from __future__ import annotations
 
 import math
+import select
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,15 +74,21 @@ def endpoint_of(url: str) -> Endpoint | None:
 
 def encode(commands: Sequence[Command], *, skip_replies: bool = False) -> bytes:
     """RESP for a pipeline; `skip_replies`: each command behind a CLIENT REPLY SKIP (encoded once, here)."""
-    out = bytearray()
+    # Pieces joined once. A long argument (a cache entry's value) is a piece of its own, copied only by the join;
+    # short ones are formatted whole, one piece each.
+    parts: list[bytes] = []
+    append = parts.append
     for command in commands:
         if skip_replies:
-            out += _SKIP_REPLY_RESP
-        out += b"*%d\r\n" % len(command)
+            append(_SKIP_REPLY_RESP)
+        append(b"*%d\r\n" % len(command))
         for arg in command:
             data = arg if isinstance(arg, bytes) else str(arg).encode()
-            out += b"$%d\r\n%s\r\n" % (len(data), data)
-    return bytes(out)
+            if len(data) < 128:
+                append(b"$%d\r\n%s\r\n" % (len(data), data))
+            else:
+                parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
 
 
 _SKIP_REPLY_RESP = encode([_SKIP_REPLY])
@@ -163,6 +170,7 @@ class Connection:
         self.stream = stream
         self.fd = stream.socket.fileno()
         self.buf = bytearray()
+        self._arrivals: select.poll | None = None  # for read_ready: has anything arrived?
 
     async def write(self, data: bytes, deadline: float = math.inf) -> None:
         """Write it all; trio.TooSlowError if the socket does not take the rest by `deadline`."""
@@ -174,7 +182,16 @@ class Connection:
                 raise trio.TooSlowError
 
     def read_ready(self) -> list[Any] | None:
-        """The complete replies already received, without waiting (None: the server closed the connection)."""
+        """The complete replies already received, without waiting (None: the server closed the connection).
+
+        Asked on every cache miss (cache/tracking.py), which mostly finds nothing: a poll says so in a third of the
+        time of a read that fails (0.5 against 1.6 µs, the exception's cost), and then nothing is parsed.
+        """
+        if self._arrivals is None:
+            self._arrivals = select.poll()
+            self._arrivals.register(self.fd, select.POLLIN)
+        if not self._arrivals.poll(0):  # no data, no end of stream, no error
+            return []
         data = directio.read_now(self.fd, READ_SIZE)
         if data == b"":
             return None

@@ -247,28 +247,38 @@ def _headers(limits: Sequence[Limit], reply: Reply) -> dict[str, str]:
     requests: tuple[int, int, int] | None = None  # (remaining, limit, reset seconds) of the tightest limit
     tokens: tuple[int, int, int] | None = None
     for i, limit in enumerate(limits):
-        req, req_oldest, tok, tok_oldest = map(int, reply[2 + 5 * i : 6 + 5 * i])
+        at = 2 + 5 * i  # this limit's requests, their oldest bucket, tokens, theirs
         if limit.rpm is not None:
             # This request is counted now; the oldest bucket is this second's when it was the first.
-            entry = (limit.rpm - req - 1, limit.rpm, _reset_s(req_oldest if req_oldest >= 0 else now, now))
-            requests = entry if requests is None or entry[0] < requests[0] else requests
+            remaining = limit.rpm - int(reply[at]) - 1
+            if requests is None or remaining < requests[0]:
+                oldest = int(reply[at + 1])
+                requests = (remaining, limit.rpm, _reset_s(oldest if oldest >= 0 else now, now))
         if limit.tpm is not None:
-            entry = (max(0, limit.tpm - tok), limit.tpm, _reset_s(tok_oldest, now))
-            tokens = entry if tokens is None or entry[0] < tokens[0] else tokens
+            remaining = max(0, limit.tpm - int(reply[at + 2]))
+            if tokens is None or remaining < tokens[0]:
+                tokens = (remaining, limit.tpm, _reset_s(int(reply[at + 3]), now))
     headers: dict[str, str] = {}
     if requests is not None:
-        headers.update(_triple("requests", *requests))
+        _add_triple(headers, _REQUESTS, *requests)
     if tokens is not None:
-        headers.update(_triple("tokens", *tokens))
+        _add_triple(headers, _TOKENS, *tokens)
     return headers
 
 
-def _triple(kind: str, remaining: int, limit: int, reset_s: int) -> dict[str, str]:
-    return {
-        f"x-ratelimit-limit-{kind}": str(limit),
-        f"x-ratelimit-remaining-{kind}": str(max(0, remaining)),
-        f"x-ratelimit-reset-{kind}": _duration(reset_s),
-    }
+def _header_names(kind: str) -> tuple[str, str, str]:
+    return f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}"
+
+
+_REQUESTS, _TOKENS = _header_names("requests"), _header_names("tokens")
+# Every reset a window allows, written once: these headers go with every answer to a limited key.
+_DURATIONS = tuple(_duration(seconds) for seconds in range(WINDOW_S + 1))
+
+
+def _add_triple(headers: dict[str, str], names: tuple[str, str, str], remaining: int, limit: int, reset_s: int) -> None:
+    headers[names[0]] = str(limit)
+    headers[names[1]] = str(max(0, remaining))
+    headers[names[2]] = _DURATIONS[reset_s] if 0 <= reset_s <= WINDOW_S else _duration(reset_s)
 
 
 def _refusal(limits: Sequence[Limit], reply: Reply) -> RateLimitError:
@@ -282,11 +292,11 @@ def _refusal(limits: Sequence[Limit], reply: Reply) -> RateLimitError:
     elif kind == "rpm":
         retry_after = _reset_s(oldest, now)
         message = f"{used} requests in the last minute, rpm_limit is {limit.rpm}"
-        headers.update(_triple("requests", 0, limit.rpm or 0, retry_after))
+        _add_triple(headers, _REQUESTS, 0, limit.rpm or 0, retry_after)
     else:
         retry_after = _reset_s(oldest, now)
         message = f"{used} tokens in the last minute, tpm_limit is {limit.tpm}"
-        headers.update(_triple("tokens", 0, limit.tpm or 0, retry_after))
+        _add_triple(headers, _TOKENS, 0, limit.tpm or 0, retry_after)
     headers["retry-after"] = str(retry_after)
     message = f"rate limit exceeded for {limit.label}: {message}; retry after {retry_after} s"
     return RateLimitError(message, headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -14,9 +15,20 @@ import redis
 import trio
 import trio.testing
 
+from edgeproxy import directio
 from edgeproxy.redisclient import LuaScript, RedisBackend, RedisUnavailable
 from edgeproxy.redisconfig import RedisSettings
-from edgeproxy.resp import Endpoint, Push, ReplyError, RespConnectionError, RespPool, _Incomplete, _parse, endpoint_of
+from edgeproxy.resp import (
+    Connection,
+    Endpoint,
+    Push,
+    ReplyError,
+    RespConnectionError,
+    RespPool,
+    _Incomplete,
+    _parse,
+    endpoint_of,
+)
 from tests.e2e.redis_support import SHARED_REDIS_URL, free_port, private_redis, requires_redis
 from tests.edgeproxy.steps import counting_steps
 
@@ -314,6 +326,34 @@ def test_resp3_replies_that_a_tracking_connection_receives() -> None:
     assert scalars == [True, 1.5, 12345678901234567890, b"txt:abc", [1]]
     with pytest.raises(_Incomplete):
         _parse(bytearray(b">2\r\n$10\r\ninvalidate\r\n*2\r\n$3\r\nns:\r\n"), 0)  # cut short: read more
+
+
+async def test_read_ready_takes_what_arrived_reads_nothing_when_nothing_did_and_sees_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Asked on every cache miss, mostly when nothing has arrived: then no read (a failing one costs three times
+    a poll); complete replies as they come, a cut one kept for later; None once the server has closed."""
+    ours, theirs = socket.socketpair()
+    connection = Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+    reads: list[int] = []
+    read_now = directio.read_now
+
+    def counted(fd: int, size: int) -> bytes | None:
+        reads.append(fd)
+        return read_now(fd, size)
+
+    monkeypatch.setattr(directio, "read_now", counted)
+    with theirs:
+        assert connection.read_ready() == []
+        assert connection.read_ready() == []
+        assert reads == []
+        theirs.send(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$4\r\nns:a\r\n+PONG\r\n:4")
+        assert connection.read_ready() == [[b"invalidate", [b"ns:a"]], b"PONG"]
+        theirs.send(b"2\r\n")
+        assert connection.read_ready() == [42]
+        assert len(reads) == 2
+    assert connection.read_ready() is None  # closed
+    await connection.stream.aclose()
 
 
 async def test_deferred_stores_wait_for_company_and_a_settlement_takes_them_along() -> None:
