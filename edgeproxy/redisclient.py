@@ -39,8 +39,10 @@ LOG_INTERVAL_S = 60.0
 # How long cache stores wait for a pipeline or more stores to ride with before they go on their own: each write
 # wakes Redis on its core, which cost the sender ~20-40 µs of CPU on the benchmark VM. With key tracking a miss
 # makes no lookup, so at c=1 the stores of ~4 requests now share a write: -5 % CPU per request at c=1, -2.5 % at
-# c=8 (4 alternating rounds). Other instances find an entry that much later; this one's next pipeline carries it.
-DEFER_WINDOW_S = 0.005
+# c=8 (4 alternating rounds). 20 ms rather than 5: each flush costs ~100k instructions (callgrind: no window
+# against 1 s), and at ~600 requests/s a flush then carries ~12 stores instead of ~3. Other instances find an entry
+# that much later (nothing beside an LLM call's seconds); this one's next pipeline carries it.
+DEFER_WINDOW_S = 0.02
 # How long the listener thread waits for a message before handing control back to trio: this bounds how long a
 # shutdown waits for that thread, not how fast messages arrive (get_message returns as soon as one does).
 LISTEN_POLL_S = 0.2
