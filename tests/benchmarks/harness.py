@@ -278,7 +278,8 @@ class Bench:
         lines = ["| scenario | value | unit | p50 latency (ms) |", "|---|---:|---|---:|"]
         for f in self.figures:
             p50 = f"{f['p50_ms']:.2f}" if "p50_ms" in f else ""
-            lines.append(f"| {f['name']} | {f['value']:.2f} | {f['unit']} | {p50} |")
+            value = f"{f['value']:.2f}" + (f" ({f['q1']:.1f} to {f['q3']:.1f})" if "q1" in f else "")
+            lines.append(f"| {f['name']} | {value} | {f['unit']} | {p50} |")
         return "\n".join([*lines, "", *self.notes]) if self.notes else "\n".join(lines)
 
     @staticmethod
