@@ -191,8 +191,11 @@ class Connection:
             self._arrivals = select.poll()
             self._arrivals.register(self.fd, select.POLLIN)
         if not self._arrivals.poll(0):  # no data, no end of stream, no error
-            return []
-        data = directio.read_now(self.fd, READ_SIZE)
+            if not self.buf:
+                return []
+            data = None  # only what `read` left behind (it stops at the count asked for)
+        else:
+            data = directio.read_now(self.fd, READ_SIZE)
         if data == b"":
             return None
         if data:

@@ -356,6 +356,18 @@ async def test_read_ready_takes_what_arrived_reads_nothing_when_nothing_did_and_
     await connection.stream.aclose()
 
 
+async def test_read_ready_takes_what_read_left_in_the_buffer() -> None:
+    """`read(n)` stops at n replies; one that came in the same packet is read_ready's, with nothing new."""
+    ours, theirs = socket.socketpair()
+    connection = Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+    with theirs:
+        theirs.send(b"+OK\r\n>2\r\n$10\r\ninvalidate\r\n*1\r\n$4\r\nns:b\r\n")
+        assert await connection.read(1) == [b"OK"]
+        assert connection.read_ready() == [[b"invalidate", [b"ns:b"]]]
+        assert connection.read_ready() == []
+    await connection.stream.aclose()
+
+
 async def test_deferred_stores_wait_for_company_and_a_settlement_takes_them_along() -> None:
     """Each write wakes Redis (costing our CPU too): cache stores wait a moment for company; a settlement, which
     another instance may be waiting for, goes at once with whatever waits."""
