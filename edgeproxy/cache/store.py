@@ -64,7 +64,7 @@ class RedisStore:
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
         # Nobody waits for a store: it goes with this process's next pipeline (ahead of its lookups), or within
-        # a few milliseconds with other stores (RedisBackend.defer).
+        # DEFER_WINDOW_S (20 ms) with other stores (RedisBackend.defer).
         self.backend.defer([("SET", key, value, "PX", max(1, round(ttl_s * 1000)))], can_wait=True)
 
     def get_command(self, key: str) -> Command:
