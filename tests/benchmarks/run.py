@@ -97,10 +97,9 @@ def throughput(bench: Bench, sides: list[Side]) -> None:
         for run in range(bench.runs):
             first = run % len(sides)
             for side in sides[first:] + sides[:first]:
-                before = side.proxy.cpu_s()
-                result = wrk(side.proxy.url + "/v1/chat/completions", c, bench.seconds, side.script, side.key)
+                result, cpu = _measured_run(side, c, bench.seconds)
                 results[side.label][c].append(result)
-                cpu_us[side.label][c].append(1e6 * (side.proxy.cpu_s() - before) / max(1, result.requests))
+                cpu_us[side.label][c].append(cpu)
     rps = {label: {c: median(r.rps for r in runs) for c, runs in by_c.items()} for label, by_c in results.items()}
     for side in sides:
         for c, runs in results[side.label].items():
@@ -138,9 +137,9 @@ def side_by_side(bench: Bench, master: Side, other: Side, slices: int, slice_s: 
     for c in bench.concurrency:
         ratios: list[float] = []
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(_cpu_per_request, (master, other), (c, c), (2, 2)))  # warm-up
+            list(pool.map(_measured_run, (master, other), (c, c), (2, 2)))  # warm-up
             for _ in range(slices):
-                mine, theirs = pool.map(_cpu_per_request, (other, master), (c, c), (slice_s, slice_s))
+                (_, mine), (_, theirs) = pool.map(_measured_run, (other, master), (c, c), (slice_s, slice_s))
                 ratios.append(mine / theirs)
         cost = 100 * (1 - 1 / median(ratios))
         quartiles = statistics.quantiles(ratios, n=4)
@@ -153,10 +152,11 @@ def side_by_side(bench: Bench, master: Side, other: Side, slices: int, slice_s: 
         )
 
 
-def _cpu_per_request(side: Side, c: int, seconds: int) -> float:
+def _measured_run(side: Side, c: int, seconds: int) -> tuple[WrkResult, float]:
+    """One wrk run against the side, and the proxy's CPU per request during it (µs)."""
     before = side.proxy.cpu_s()
     result = wrk(side.proxy.url + "/v1/chat/completions", c, seconds, side.script, side.key)
-    return 1e6 * (side.proxy.cpu_s() - before) / max(1, result.requests)
+    return result, 1e6 * (side.proxy.cpu_s() - before) / max(1, result.requests)
 
 
 def scenario_latency(bench: Bench, proxy: ProxyProcess) -> None:

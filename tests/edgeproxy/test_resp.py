@@ -328,13 +328,18 @@ def test_resp3_replies_that_a_tracking_connection_receives() -> None:
         _parse(bytearray(b">2\r\n$10\r\ninvalidate\r\n*2\r\n$3\r\nns:\r\n"), 0)  # cut short: read more
 
 
+def _connection_pair() -> tuple[Connection, socket.socket]:
+    """A Connection and the plain socket that plays the server on its other end."""
+    ours, theirs = socket.socketpair()
+    return Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours))), theirs
+
+
 async def test_read_ready_takes_what_arrived_reads_nothing_when_nothing_did_and_sees_the_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Asked on every cache miss, mostly when nothing has arrived: then no read (a failing one costs three times
     a poll); complete replies as they come, a cut one kept for later; None once the server has closed."""
-    ours, theirs = socket.socketpair()
-    connection = Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+    connection, theirs = _connection_pair()
     reads: list[int] = []
     read_now = directio.read_now
 
@@ -358,8 +363,7 @@ async def test_read_ready_takes_what_arrived_reads_nothing_when_nothing_did_and_
 
 async def test_read_ready_takes_what_read_left_in_the_buffer() -> None:
     """`read(n)` stops at n replies; one that came in the same packet is read_ready's, with nothing new."""
-    ours, theirs = socket.socketpair()
-    connection = Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+    connection, theirs = _connection_pair()
     with theirs:
         theirs.send(b"+OK\r\n>2\r\n$10\r\ninvalidate\r\n*1\r\n$4\r\nns:b\r\n")
         assert await connection.read(1) == [b"OK"]
