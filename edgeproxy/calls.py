@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import trio
 
 from edgeproxy.auth import Principal
+from edgeproxy.callids import new_call_id
 from edgeproxy.config import Deployment
 from edgeproxy.errors import ProxyError, UpstreamError
 from edgeproxy.jsonwriter import writer
@@ -115,7 +115,7 @@ class Calls:
         self, call: CallType, principal: Principal, group: str, requested: str, body: dict[str, Any]
     ) -> CallRecord:
         return CallRecord(
-            call_id=str(uuid.uuid4()),
+            call_id=new_call_id(),
             call_type=call,
             principal=principal,
             model_group=group,
