@@ -5,7 +5,8 @@ the loop's priority (the spend writer preparing a batch of 1,000 rows: ~10 ms ev
 the GIL with it, and the requests that ran meanwhile were the proxy's p99. At nice +19 the kernel runs it
 when the loop is waiting, and it still makes progress when the loop needs the GIL (the loop then blocks, and
 this thread runs until it lets go). Measured with the spend writer preparing its batches here (6 alternating
-rounds): added p99 at c=1 4.8 -> 4.2 ms; with its whole write here, 3.4 ms, but see below.
+rounds): added p99 at c=1 4.8 -> 4.2 ms; with its whole write here, 3.4 ms, but see below. The batch's loops
+also give way every few records (storage/yielding.py): a thread that has the CPU keeps it for its time slice.
 
 What runs here must not hold locks others wait for (a database transaction): on a busy core, a thread at this
 priority can be kept off the CPU for a long while. Linux only (nice is per thread there); elsewhere the thread

@@ -31,6 +31,7 @@ from sqlalchemy.types import TypeEngine
 
 from storage.coltypes import UTCDateTime
 from storage.inlist import in_list
+from storage.yielding import chunks, yielding
 
 __all__ = ["PreparedRows", "insert_new", "prepare_rows"]
 
@@ -66,7 +67,7 @@ def prepare_rows(dialect: Dialect, table: Table, key: Column[Any], rows: Sequenc
         f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT ({quote(key.name)}) DO NOTHING"
     )
     take = itemgetter(*plain) if len(plain) > 1 else (lambda row: (row[plain[0]],)) if plain else (lambda row: ())
-    params = [(*take(row), *[p(row[name]) for name, p in converted]) for row in rows]
+    params = [(*take(row), *[p(row[name]) for name, p in converted]) for row in yielding(rows)]
     return PreparedRows(table, key, keys, statement, params)
 
 
@@ -97,7 +98,14 @@ def _insert_new_sqlite(connection: Connection, rows: PreparedRows) -> set[Any]:
     if existing:
         params = [row for row, k in zip(params, rows.keys, strict=True) if k not in existing]
     if params:
-        connection.exec_driver_sql(rows.statement, params)
+        # The driver's executemany in chunks, on the DBAPI cursor (SQLAlchemy's per-call work would be
+        # repeated per chunk): each chunk holds the GIL while it binds, and the thread gives way in between.
+        cursor = connection.connection.cursor()
+        try:
+            for chunk in chunks(params):
+                cursor.executemany(rows.statement, chunk)
+        finally:
+            cursor.close()
     return {k for k in rows.keys if k not in existing}
 
 

@@ -17,6 +17,7 @@ from storage.errors import NotFound
 from storage.records import Record, check_page, count, row_dict
 from storage.schema import daily_spend, keys, model_spend, spend_logs, team_members, teams, users
 from storage.spend_totals import BatchTotals
+from storage.yielding import yielding
 
 __all__ = ["GROUP_COLUMNS", "PreparedSpend", "SpendRecord", "SpendRepository"]
 
@@ -107,8 +108,9 @@ class SpendRepository:
         unique = {record.request_id: record for record in reversed(records)}  # first occurrence wins
         # Sorted everywhere so that concurrent batches lock rows in the same order and cannot deadlock.
         ordered = [unique[request_id] for request_id in sorted(unique)]
-        rows = prepare_rows(self._db.engine.dialect, spend_logs, spend_logs.c.request_id, [r.row() for r in ordered])
-        return PreparedSpend(ordered, rows, BatchTotals.of(ordered))
+        logs = [record.row() for record in yielding(ordered)]
+        rows = prepare_rows(self._db.engine.dialect, spend_logs, spend_logs.c.request_id, logs)
+        return PreparedSpend(ordered, rows, BatchTotals.of(yielding(ordered)))
 
     def write_prepared(self, batch: PreparedSpend) -> int:
         """`write_batch` of a prepared batch; returns how many records were new."""

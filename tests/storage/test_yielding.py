@@ -1,0 +1,55 @@
+"""Batch loops give way to other threads every few items, and lose or reorder nothing doing so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import storage.yielding as yielding_module
+from storage import SpendRecord, Storage
+from storage.yielding import YIELD_EVERY, chunks, yielding
+
+
+@pytest.fixture
+def given_way(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls to give_way (one element per call)."""
+    calls: list[int] = []
+    monkeypatch.setattr(yielding_module, "give_way", lambda: calls.append(1))
+    return calls
+
+
+def test_yielding_gives_every_item_in_order_and_gives_way_after_each_group(given_way: list[int]) -> None:
+    seen = []
+    for item in yielding(range(50), every=16):
+        seen.append((item, len(given_way)))
+    assert [item for item, _ in seen] == list(range(50))
+    # Way is given after items 15, 31 and 47 (the 16th, 32nd and 48th), before the next one is handed out.
+    assert [calls for _, calls in seen] == [0] * 16 + [1] * 16 + [2] * 16 + [3] * 2
+
+
+def test_chunks_cover_the_items_and_give_way_between_chunks_only(given_way: list[int]) -> None:
+    items = list(range(40))
+    seen = []
+    for chunk in chunks(items, size=16):
+        seen.append((list(chunk), len(given_way)))
+    assert [chunk for chunk, _ in seen] == [items[:16], items[16:32], items[32:]]
+    assert [calls for _, calls in seen] == [0, 1, 2]
+    assert list(chunks([], size=16)) == []
+
+
+def test_a_spend_batch_gives_way_while_preparing_and_inserting(tmp_path: Path, given_way: list[int]) -> None:
+    storage = Storage.open(f"sqlite:///{tmp_path / 'spend.db'}")
+    try:
+        storage.migrate()
+        records = [SpendRecord(request_id=f"r{i:04d}", api_key="k", cost=0.001) for i in range(10 * YIELD_EVERY)]
+        prepared = storage.spend.prepare(records)
+        while_preparing = len(given_way)
+        assert storage.spend.write_prepared(prepared) == len(records)
+        # Rows, sums and the driver's parameters each give way about once per YIELD_EVERY records; so does
+        # the insert, between its chunks.
+        assert while_preparing >= 3 * 9
+        assert len(given_way) - while_preparing == 9
+        assert storage.spend.logs(api_key="k")[1] == len(records)
+    finally:
+        storage.close()
