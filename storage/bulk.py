@@ -31,7 +31,7 @@ from sqlalchemy.types import TypeEngine
 
 from storage.coltypes import UTCDateTime
 from storage.inlist import in_list
-from storage.yielding import chunks, yielding
+from storage.yielding import yielding
 
 __all__ = ["PreparedRows", "insert_new", "prepare_rows"]
 
@@ -98,14 +98,7 @@ def _insert_new_sqlite(connection: Connection, rows: PreparedRows) -> set[Any]:
     if existing:
         params = [row for row, k in zip(params, rows.keys, strict=True) if k not in existing]
     if params:
-        # The driver's executemany in chunks, on the DBAPI cursor (SQLAlchemy's per-call work would be
-        # repeated per chunk): each chunk holds the GIL while it binds, and the thread gives way in between.
-        cursor = connection.connection.cursor()
-        try:
-            for chunk in chunks(params):
-                cursor.executemany(rows.statement, chunk)
-        finally:
-            cursor.close()
+        connection.exec_driver_sql(rows.statement, params)
     return {k for k in rows.keys if k not in existing}
 
 

@@ -1,22 +1,26 @@
 """Long loops over a batch that give up the CPU every few items, so that a busy core's other threads get in.
 
-Why: the spend writer turns a second's requests (a thousand records or more) into rows, sums and one
-INSERT, in a background thread. Once that thread has the CPU, the kernel lets it run out its time slice,
-and while it runs Python it holds the GIL that the event loop needs back after every socket call: requests
-that arrive meanwhile wait for it, up to milliseconds. sched_yield (which also lets go of the GIL) every
-few items hands the core to the event loop whenever it is ready, and costs nothing when nobody is: the
-thread just goes on. Measured, benchmark at c=1 with the proxy on one core, 5 alternating rounds of 10 s:
-added p99 3.31 ms without, 2.25 yielding every 32 items, 2.11 every 8.
+Why: the spend writer turns a second's requests (a thousand records or more) into rows and sums in a
+background thread. Once that thread has the CPU, the kernel lets it run out its time slice, and while it
+runs Python it holds the GIL that the event loop needs back after every socket call: requests that arrive
+meanwhile wait for it, up to milliseconds. sched_yield (which also lets go of the GIL) every few items hands
+the core to the event loop whenever it is ready, and costs nothing when nobody is: the thread goes on.
+Measured, benchmark at c=1 with the proxy on one core, alternating rounds of 10 s: added p99 3.3-3.6 ms
+without, 2.7 with the batch's preparation yielding every 16 records.
+
+Only work done outside a transaction gives way. The insert yielding too (executemany in chunks) took the p99
+to 2.0 ms, but at c=128 each yield hands the loop a whole time slice and the batch held SQLite's write lock
+for 0.7-0.9 s instead of 0.06-0.22 s: other workers' writers and admin writes wait that long.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["YIELD_EVERY", "chunks", "give_way", "yielding"]
+__all__ = ["YIELD_EVERY", "give_way", "yielding"]
 
 T = TypeVar("T")
 YIELD_EVERY = 16  # items: tens of microseconds of work between yields, for one system call each
@@ -29,11 +33,3 @@ def yielding(items: Iterable[T], every: int = YIELD_EVERY) -> Iterator[T]:
         yield item
         if count % every == 0:
             give_way()
-
-
-def chunks(items: Sequence[T], size: int = YIELD_EVERY) -> Iterator[Sequence[T]]:
-    """Consecutive slices of at most `size` items, giving way to other threads after each but the last."""
-    for start in range(0, len(items), size):
-        if start:
-            give_way()
-        yield items[start : start + size]
