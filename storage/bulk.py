@@ -8,6 +8,7 @@ loop needs), but must not hold the database's write lock at that priority, where
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -47,8 +48,15 @@ class PreparedRows:
     params: list[tuple[Any, ...]] | dict[str, list[Any]]  # SQLite: one tuple per row; PostgreSQL: one array per column
 
 
-def prepare_rows(dialect: Dialect, table: Table, key: Column[Any], rows: Sequence[dict[str, Any]]) -> PreparedRows:
-    """The rows as the driver takes them; the rows of one batch share their columns (those of the first)."""
+def prepare_rows(
+    dialect: Dialect,
+    table: Table,
+    key: Column[Any],
+    rows: Sequence[dict[str, Any]],
+    give_way_until: float = -math.inf,
+) -> PreparedRows:
+    """The rows as the driver takes them; the rows of one batch share their columns (those of the first).
+    Until `give_way_until` (time.monotonic()) the loop over the rows gives way to other threads."""
     keys = [row[key.name] for row in rows]
     if dialect.name == "postgresql":
         # One array per column, unpacked by unnest() (see _insert_new_postgresql).
@@ -67,7 +75,7 @@ def prepare_rows(dialect: Dialect, table: Table, key: Column[Any], rows: Sequenc
         f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT ({quote(key.name)}) DO NOTHING"
     )
     take = itemgetter(*plain) if len(plain) > 1 else (lambda row: (row[plain[0]],)) if plain else (lambda row: ())
-    params = [(*take(row), *[p(row[name]) for name, p in converted]) for row in yielding(rows)]
+    params = [(*take(row), *[p(row[name]) for name, p in converted]) for row in yielding(rows, give_way_until)]
     return PreparedRows(table, key, keys, statement, params)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -102,15 +103,16 @@ class SpendRepository:
         """
         return self.write_prepared(self.prepare(records))
 
-    def prepare(self, records: Sequence[SpendRecord]) -> PreparedSpend:
+    def prepare(self, records: Sequence[SpendRecord], give_way_until: float = -math.inf) -> PreparedSpend:
         """`write_batch`'s Python work, without the database: callable from any thread (the spend writer's
-        runs at a lower CPU priority), so that the transaction in `write_prepared` holds its locks briefly."""
+        runs at a lower CPU priority), so that the transaction in `write_prepared` holds its locks briefly.
+        Until `give_way_until` (time.monotonic()) its loops give way to other threads (storage/yielding.py)."""
         unique = {record.request_id: record for record in reversed(records)}  # first occurrence wins
         # Sorted everywhere so that concurrent batches lock rows in the same order and cannot deadlock.
         ordered = [unique[request_id] for request_id in sorted(unique)]
-        logs = [record.row() for record in yielding(ordered)]
-        rows = prepare_rows(self._db.engine.dialect, spend_logs, spend_logs.c.request_id, logs)
-        return PreparedSpend(ordered, rows, BatchTotals.of(yielding(ordered)))
+        logs = [record.row() for record in yielding(ordered, give_way_until)]
+        rows = prepare_rows(self._db.engine.dialect, spend_logs, spend_logs.c.request_id, logs, give_way_until)
+        return PreparedSpend(ordered, rows, BatchTotals.of(yielding(ordered, give_way_until)))
 
     def write_prepared(self, batch: PreparedSpend) -> int:
         """`write_batch` of a prepared batch; returns how many records were new."""

@@ -27,9 +27,23 @@ YIELD_EVERY = 16  # items: tens of microseconds of work between yields, for one 
 give_way = getattr(os, "sched_yield", lambda: time.sleep(0))  # sched_yield is POSIX; Windows has neither
 
 
-def yielding(items: Iterable[T], every: int = YIELD_EVERY) -> Iterator[T]:
-    """The items, giving way to other threads after every `every` of them."""
+def yielding(items: Iterable[T], until: float, every: int = YIELD_EVERY) -> Iterable[T]:
+    """The items, giving way to other threads after every `every` of them until `until` (time.monotonic()).
+
+    Why the deadline: on a core the event loop keeps busy, each yield can hand it a whole time slice, and a
+    batch of thousands of records would take seconds while more piled up behind it; past the deadline the
+    batch goes on at the thread's own priority. A deadline already past gives the items as they are.
+    """
+    if until <= time.monotonic():
+        return items
+    return _yielding(iter(items), until, every)
+
+
+def _yielding(items: Iterator[T], until: float, every: int) -> Iterator[T]:
     for count, item in enumerate(items, 1):
         yield item
         if count % every == 0:
+            if time.monotonic() >= until:
+                yield from items
+                return
             give_way()

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -128,11 +129,13 @@ class SpendWriter:
         started = trio.current_time()
         prepare = self._db.storage.spend.prepare
         if self._prepare_low:
-            prepared = await self._preparer.run(prepare, batch)
+            # Its loops also give way to the event loop every few records, for at most an interval.
+            prepared = await self._preparer.run(prepare, batch, time.monotonic() + self._interval_s)
         else:
             prepared = await self._db.run(prepare, batch)
         # A core too busy to give the low-priority thread its turn within an interval gains nothing from it
-        # (requests are queueing anyway), and records would pile up: the next batch is prepared at normal priority.
+        # (requests are queueing anyway), and records would pile up: the next batch is prepared at normal
+        # priority, without giving way.
         self._prepare_low = trio.current_time() - started < self._interval_s
         try:
             await self._db.run(self._db.storage.spend.write_prepared, prepared)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -75,9 +76,9 @@ async def test_spend_batches_are_prepared_at_low_priority_and_written_at_normal(
     seen: dict[str, int] = {}
 
     class Spy:
-        def prepare(self, records: list[SpendRecord]) -> PreparedSpend:
+        def prepare(self, records: list[SpendRecord], give_way_until: float = -math.inf) -> PreparedSpend:
             seen["prepare"] = niceness()
-            return real.prepare(records)
+            return real.prepare(records, give_way_until)
 
         def write_prepared(self, batch: PreparedSpend) -> int:
             seen["write"] = niceness()  # holds the database's write lock: must not wait behind busy cores
@@ -102,13 +103,15 @@ async def test_a_batch_that_waited_longer_than_an_interval_makes_the_next_one_no
     storage.migrate()
     real = storage.spend
     seen: list[int] = []
+    gives_way: list[bool] = []
 
     class SlowFirst:
-        def prepare(self, records: list[SpendRecord]) -> PreparedSpend:
+        def prepare(self, records: list[SpendRecord], give_way_until: float = -math.inf) -> PreparedSpend:
             seen.append(niceness())
+            gives_way.append(give_way_until > time.monotonic())
             if len(seen) == 1:
                 time.sleep(0.2)  # as if a busy core kept the low-priority thread waiting for longer than the interval
-            return real.prepare(records)
+            return real.prepare(records, give_way_until)
 
         def write_prepared(self, batch: PreparedSpend) -> int:
             return real.write_prepared(batch)
@@ -120,5 +123,6 @@ async def test_a_batch_that_waited_longer_than_an_interval_makes_the_next_one_no
         writer.submit(SpendRecord(request_id=f"r{i}", api_key="k", cost=0.25))
         await writer.flush()
     assert seen == [min(19, base + 19), base, min(19, base + 19)]  # back to low priority once it is quick again
+    assert gives_way == [True, False, True]  # and it gives way to the event loop only then
     assert real.logs()[1] == 3
     storage.close()

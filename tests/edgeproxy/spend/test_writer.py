@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,14 @@ class FlakySpend:
     def __init__(self, real: object) -> None:
         self.real = real
         self.down = False
+        self.give_way_until: list[float] = []  # what each prepare was given
 
     def write_batch(self, records: list[SpendRecord]) -> int:
         return self.write_prepared(self.prepare(records))
 
-    def prepare(self, records: list[SpendRecord]) -> PreparedSpend:
-        return self.real.prepare(records)  # type: ignore[attr-defined,no-any-return]
+    def prepare(self, records: list[SpendRecord], give_way_until: float = -math.inf) -> PreparedSpend:
+        self.give_way_until.append(give_way_until)
+        return self.real.prepare(records, give_way_until)  # type: ignore[attr-defined,no-any-return]
 
     def write_prepared(self, batch: PreparedSpend) -> int:
         if self.down:
@@ -76,3 +80,21 @@ async def test_shutdown_flushes_and_journal_is_replayed_at_start(tmp_path: Path)
     assert not journal.exists()
     rows, total = storage.spend.real.logs()  # type: ignore[attr-defined]
     assert total == 1 and rows[0]["cost"] == 1.0
+
+
+async def test_batches_prepared_at_low_priority_give_way_for_an_interval_and_the_others_not(tmp_path: Path) -> None:
+    storage = Storage.open(f"sqlite:///{tmp_path}/w.db")
+    storage.migrate()
+    flaky = FlakySpend(storage.spend)
+    storage.spend = flaky  # type: ignore[assignment]
+    writer = SpendWriter(Db(storage, 2), BudgetLedger(), interval_s=30, journal_path=tmp_path / "spend.journal")
+    writer.submit(SpendRecord(request_id="a", model_group="m", cost=1.0))
+    before = time.monotonic()
+    await writer.flush()
+    after = time.monotonic()
+    assert before + 30 <= flaky.give_way_until[0] <= after + 30
+    writer._prepare_low = False  # as after a batch whose preparation took longer than the interval
+    writer.submit(SpendRecord(request_id="b", model_group="m", cost=1.0))
+    await writer.flush()
+    assert flaky.give_way_until[1] == -math.inf
+    assert storage.spend.real.logs()[1] == 2  # type: ignore[attr-defined]
