@@ -128,14 +128,15 @@ class SpendWriter:
         # Prepared at low priority, written at normal priority: the transaction holds the database's locks.
         started = trio.current_time()
         prepare = self._db.storage.spend.prepare
+        # Its loops give way to the event loop every few records, for at most an interval (storage/yielding.py).
+        give_way_until = time.monotonic() + self._interval_s
         if self._prepare_low:
-            # Its loops also give way to the event loop every few records, for at most an interval.
-            prepared = await self._preparer.run(prepare, batch, time.monotonic() + self._interval_s)
+            prepared = await self._preparer.run(prepare, batch, give_way_until)
         else:
-            prepared = await self._db.run(prepare, batch)
+            prepared = await self._db.run(prepare, batch, give_way_until)
         # A core too busy to give the low-priority thread its turn within an interval gains nothing from it
         # (requests are queueing anyway), and records would pile up: the next batch is prepared at normal
-        # priority, without giving way.
+        # priority.
         self._prepare_low = trio.current_time() - started < self._interval_s
         try:
             await self._db.run(self._db.storage.spend.write_prepared, prepared)

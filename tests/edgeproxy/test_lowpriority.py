@@ -123,6 +123,6 @@ async def test_a_batch_that_waited_longer_than_an_interval_makes_the_next_one_no
         writer.submit(SpendRecord(request_id=f"r{i}", api_key="k", cost=0.25))
         await writer.flush()
     assert seen == [min(19, base + 19), base, min(19, base + 19)]  # back to low priority once it is quick again
-    assert gives_way == [True, False, True]  # and it gives way to the event loop only then
+    assert gives_way == [True, True, True]  # each gives way to the event loop for up to an interval
     assert real.logs()[1] == 3
     storage.close()

@@ -82,7 +82,7 @@ async def test_shutdown_flushes_and_journal_is_replayed_at_start(tmp_path: Path)
     assert total == 1 and rows[0]["cost"] == 1.0
 
 
-async def test_batches_prepared_at_low_priority_give_way_for_an_interval_and_the_others_not(tmp_path: Path) -> None:
+async def test_batches_give_way_for_an_interval_at_either_priority(tmp_path: Path) -> None:
     storage = Storage.open(f"sqlite:///{tmp_path}/w.db")
     storage.migrate()
     flaky = FlakySpend(storage.spend)
@@ -91,10 +91,10 @@ async def test_batches_prepared_at_low_priority_give_way_for_an_interval_and_the
     writer.submit(SpendRecord(request_id="a", model_group="m", cost=1.0))
     before = time.monotonic()
     await writer.flush()
-    after = time.monotonic()
-    assert before + 30 <= flaky.give_way_until[0] <= after + 30
     writer._prepare_low = False  # as after a batch whose preparation took longer than the interval
     writer.submit(SpendRecord(request_id="b", model_group="m", cost=1.0))
     await writer.flush()
-    assert flaky.give_way_until[1] == -math.inf
+    after = time.monotonic()
+    assert all(before + 30 <= until <= after + 30 for until in flaky.give_way_until)
+    assert len(flaky.give_way_until) == 2
     assert storage.spend.real.logs()[1] == 2  # type: ignore[attr-defined]
