@@ -128,7 +128,8 @@ class SpendWriter:
         # Prepared at low priority, written at normal priority: the transaction holds the database's locks.
         started = trio.current_time()
         prepare = self._db.storage.spend.prepare
-        # Its loops give way to the event loop every few records, for at most an interval (storage/yielding.py).
+        # At either priority, the preparation's loops give way to the event loop every few records, for at most
+        # an interval (storage/yielding.py): past that, records would pile up behind a batch on a saturated core.
         give_way_until = time.monotonic() + self._interval_s
         if self._prepare_low:
             prepared = await self._preparer.run(prepare, batch, give_way_until)
