@@ -1,8 +1,8 @@
 """`edgeproxy run`: one trio run whose root nursery owns the HTTP server and every background task.
 
-This and `onewrite` (one write per answer) are the only modules that import hypercorn. Shutdown on
-SIGTERM/SIGINT: stop accepting, let in-flight requests finish (bounded by `shutdown_grace`), cancel background
-tasks, then leave `open_gateway`, which flushes what must not be lost.
+This, `onewrite` (one write per answer) and `h11heads` (response heads checked once) are the only modules that
+import hypercorn. Shutdown on SIGTERM/SIGINT: stop accepting, let in-flight requests finish (bounded by
+`shutdown_grace`), cancel background tasks, then leave `open_gateway`, which flushes what must not be lost.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from edgeproxy.app import create_app
 from edgeproxy.calllog import setup_logging
 from edgeproxy.config import Config
 from edgeproxy.gateway import open_gateway, open_storage
+from edgeproxy.h11heads import install as check_heads_once
 from edgeproxy.mallocarenas import limit_malloc_arenas
 from edgeproxy.metrics import MULTIPROC_ENV
 from edgeproxy.onewrite import install as send_heads_with_bodies
@@ -205,6 +206,7 @@ async def _serve(
         async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
             hc = _hypercorn_config(config, host, port, reuse_port)
             send_heads_with_bodies()
+            check_heads_once()
             if siblings is not None:
                 await _wait_for_siblings(siblings, stop)
             with trio.CancelScope() as http_scope:
