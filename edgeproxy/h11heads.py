@@ -42,7 +42,6 @@ _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 # What h11's field-value regex refuses anywhere in a value (besides a space or a tab at either end).
 _REFUSED_ANYWHERE = b"\x00\r\x0b\x0c"  # and LF, which separates the values in their join
-_INSTALLED = "_edgeproxy_checked_heads"
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -50,7 +49,6 @@ RawHeaders = list[tuple[bytes, bytes]]
 def checked_headers(headers: RawHeaders) -> Headers:
     """h11's `normalize_and_validate(headers)`: the same `Headers`, or the same `LocalProtocolError`."""
     items: list[tuple[bytes, bytes, bytes]] = []
-    values: list[bytes] = []
     length_seen = False
     for name, value in headers:
         lowered = _names.get(name) if type(name) is bytes else None
@@ -65,8 +63,7 @@ def checked_headers(headers: RawHeaders) -> Headers:
         elif lowered == _TRANSFER_ENCODING:
             return normalize_and_validate(headers)
         items.append((name, lowered, value))
-        values.append(value)
-    if values and not values_acceptable(values):
+    if items and not values_acceptable([value for _, _, value in items]):
         return normalize_and_validate(headers)
     return Headers(items)
 
@@ -133,9 +130,7 @@ async def stream_send(protocol: Any, event: Event) -> None:
 
 
 def install() -> None:
-    """Replace hypercorn's `H11Protocol.stream_send` and h11's `set_comma_header` (once per process)."""
-    if getattr(H11Protocol, _INSTALLED, False):
-        return
+    """Replace hypercorn's `H11Protocol.stream_send` and h11's `set_comma_header` with ours (the originals were
+    read at import, so calling it again changes nothing)."""
     H11Protocol.stream_send = stream_send  # type: ignore[method-assign,assignment]
     h11._connection.set_comma_header = set_comma_header
-    setattr(H11Protocol, _INSTALLED, True)
